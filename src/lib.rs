@@ -1,0 +1,10 @@
+//! pgsched: a declarative, file-driven job scheduler for PostgreSQL.
+//!
+//! Data flows one way: YAML files → [`spec`] (parse, validate) → plan → store (tables) →
+//! executor (runs) → status files. The pure core ([`spec`], [`schedule`], [`duration`]) has no
+//! I/O besides reading spec files; [`embedded`] owns the private PostgreSQL cluster.
+
+pub mod duration;
+pub mod embedded;
+pub mod schedule;
+pub mod spec;

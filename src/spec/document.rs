@@ -1,0 +1,320 @@
+//! One YAML document → one typed [`Object`]: the envelope (`apiVersion`, `kind`, `metadata`,
+//! `spec`) checked by hand, the spec deserialised into its kind's type with the field path of
+//! any error, and the path turned into a line and column through the span tree.
+
+use super::error::{did_you_mean, SpecError};
+use super::model::{ChainSpec, ConnectionSpec, JobSpec, Kind, Metadata, ObjectSpec, TimeoutSpec};
+use super::yaml::{FieldPath, Node, NodeValue, PathSegment, Position};
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+pub const API_VERSION: &str = "pgsched/v1";
+const ENVELOPE_FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
+
+/// Where an object was defined.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source {
+    /// Relative to the spec directory, with `/` separators: `jobs/cleanup.yaml`.
+    pub file: PathBuf,
+    /// Line of the document's first key.
+    pub line: usize,
+}
+
+/// A validated object from a spec file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub kind: Kind,
+    pub metadata: Metadata,
+    pub spec: ObjectSpec,
+    pub source: Source,
+}
+
+impl Object {
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+    /// `job/nightly-vacuum`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.kind.slug(), self.metadata.name)
+    }
+}
+
+/// Turns one parsed document into an object. `shown` is the file name used in messages.
+/// Problems in the envelope, the metadata and the spec are all reported together.
+pub fn object_from_document(
+    doc: &Node,
+    shown: &Path,
+    relative: &Path,
+) -> Result<Object, Vec<SpecError>> {
+    let err = |message: String| SpecError::new(shown, message);
+    let NodeValue::Map(entries) = &doc.value else {
+        return Err(vec![err(
+            "a document must be a mapping with apiVersion, kind, metadata and spec".into(),
+        )
+        .at(doc.position)]);
+    };
+    let mut errors = Vec::new();
+    for (key, position, _) in entries {
+        if !ENVELOPE_FIELDS.contains(&key.as_str()) {
+            let mut e = err(format!("unknown field `{key}`"))
+                .at(*position)
+                .field(FieldPath::root().key(key.clone()));
+            e.hint = did_you_mean(key, ENVELOPE_FIELDS)
+                .or_else(|| Some("expected apiVersion, kind, metadata and spec".into()));
+            errors.push(e);
+        }
+    }
+    let field = |name: &str| FieldPath::root().key(name);
+    let required_str = |name: &str| -> Result<(&str, Option<Position>), SpecError> {
+        match doc.get(name) {
+            None => Err(err(format!("missing required field `{name}`"))
+                .at(doc.position)
+                .field(field(name))),
+            Some(Node {
+                value: NodeValue::Str(s),
+                position,
+            }) => Ok((s.as_str(), *position)),
+            Some(other) => Err(err(format!("`{name}` must be a string"))
+                .at(other.position)
+                .field(field(name))),
+        }
+    };
+
+    match required_str("apiVersion") {
+        Ok((api_version, _)) if api_version == API_VERSION => {}
+        Ok((api_version, position)) => errors.push(
+            err(format!("unsupported apiVersion `{api_version}`"))
+                .at(position)
+                .field(field("apiVersion"))
+                .hint(format!("write `apiVersion: {API_VERSION}`")),
+        ),
+        Err(e) => errors.push(e.hint(format!("write `apiVersion: {API_VERSION}`"))),
+    }
+    let kind = match required_str("kind") {
+        Ok((text, position)) => match Kind::parse(text) {
+            Some(kind) => Some(kind),
+            None => {
+                let names = Kind::ALL.map(Kind::as_str);
+                let mut e = err(format!("unknown kind `{text}`"))
+                    .at(position)
+                    .field(field("kind"));
+                e.hint = did_you_mean(text, names)
+                    .or_else(|| Some("expected Job, Chain, Timeout or Connection".into()));
+                errors.push(e);
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(e.hint("one of Job, Chain, Timeout or Connection"));
+            None
+        }
+    };
+
+    let metadata = match doc.get("metadata") {
+        None => {
+            errors.push(
+                err("missing required field `metadata`".into())
+                    .at(doc.position)
+                    .field(field("metadata"))
+                    .hint("add `metadata: {name: my-object}`"),
+            );
+            None
+        }
+        Some(node) => match typed::<Metadata>(doc, node, field("metadata"), shown) {
+            Ok(metadata) => {
+                if let Some((message, hint)) = check_name(&metadata.name) {
+                    let path = FieldPath::parse("metadata.name");
+                    errors.push(err(message).at(doc.locate(&path)).field(path).hint(hint));
+                }
+                Some(metadata)
+            }
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+
+    let spec = match (doc.get("spec"), kind) {
+        (None, _) => {
+            errors.push(
+                err("missing required field `spec`".into())
+                    .at(doc.position)
+                    .field(field("spec")),
+            );
+            None
+        }
+        (Some(_), None) => None,
+        (Some(node), Some(kind)) => {
+            let path = field("spec");
+            let parsed = match kind {
+                Kind::Job => typed::<JobSpec>(doc, node, path, shown).map(ObjectSpec::Job),
+                Kind::Chain => typed::<ChainSpec>(doc, node, path, shown).map(ObjectSpec::Chain),
+                Kind::Timeout => {
+                    typed::<TimeoutSpec>(doc, node, path, shown).map(ObjectSpec::Timeout)
+                }
+                Kind::Connection => {
+                    typed::<ConnectionSpec>(doc, node, path, shown).map(ObjectSpec::Connection)
+                }
+            };
+            parsed.map_err(|e| errors.push(e)).ok()
+        }
+    };
+
+    match (kind, metadata, spec) {
+        (Some(kind), Some(metadata), Some(spec)) if errors.is_empty() => Ok(Object {
+            kind,
+            metadata,
+            spec,
+            source: Source {
+                file: relative.to_path_buf(),
+                line: doc.position.map(|p| p.line).unwrap_or(1),
+            },
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The pattern every object and step name must match, as users read it in messages.
+pub const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Checks an object or step name; returns the message and a hint with a valid form.
+pub fn check_name(name: &str) -> Option<(String, String)> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        return None;
+    }
+    let suggestion = suggest_name(name);
+    let rule = format!("names match {NAME_PATTERN} and have at most 63 characters");
+    let hint = if suggestion.is_empty() || suggestion == name {
+        rule
+    } else {
+        format!("{rule}, e.g. `{suggestion}`")
+    };
+    Some((format!("invalid name `{name}`"), hint))
+}
+
+/// A best-effort valid form of an invalid name, for the hint.
+fn suggest_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed: String = out.trim_matches('-').chars().take(63).collect();
+    trimmed.trim_end_matches('-').to_string()
+}
+
+/// Deserialises `node` (found at `base` inside `doc`) into `T`, turning serde's error into a
+/// located [`SpecError`] with a field path and, for misspelt names, a suggestion.
+fn typed<T: DeserializeOwned>(
+    doc: &Node,
+    node: &Node,
+    base: FieldPath,
+    shown: &Path,
+) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize(node.to_json()).map_err(|e| {
+        let mut path = base;
+        for segment in e.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
+                serde_path_to_error::Segment::Map { key } => path = path.key(key.clone()),
+                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let message = friendlier(&e.inner().to_string());
+        let error = SpecError::new(shown, message.clone());
+        if let Some(field) = quoted_after(&message, "unknown field `") {
+            // serde_path_to_error already ends the path with the unknown key.
+            let parent = match path.0.last() {
+                Some(PathSegment::Key(k)) if *k == field => FieldPath(path.0[..path.0.len() - 1].to_vec()),
+                _ => path.clone(),
+            };
+            let expected = expected_names(&message);
+            let position = doc.locate_key(&parent, &field).or_else(|| doc.locate(&parent));
+            let mut error = SpecError::new(shown, format!("unknown field `{field}`"))
+                .at(position)
+                .field(parent.key(field.clone()));
+            error.hint = did_you_mean(&field, expected.iter().map(String::as_str))
+                .or_else(|| expected_hint(&expected));
+            return error;
+        }
+        if let Some(variant) = quoted_after(&message, "unknown variant `") {
+            let expected = expected_names(&message);
+            let mut error = SpecError::new(shown, format!("unknown value `{variant}`"))
+                .at(doc.locate(&path))
+                .field(path);
+            error.hint = did_you_mean(&variant, expected.iter().map(String::as_str))
+                .or_else(|| expected_hint(&expected));
+            return error;
+        }
+        if let Some(missing) = quoted_after(&message, "missing field `") {
+            return SpecError::new(shown, format!("missing required field `{missing}`"))
+                .at(doc.locate(&path))
+                .field(path.key(missing));
+        }
+        error.at(doc.locate(&path)).field(path)
+    })
+}
+
+/// serde names Rust types (`expected u32`); users write YAML.
+fn friendlier(message: &str) -> String {
+    message
+        .replace("expected u32", "expected a whole number from 0 to 4294967295")
+        .replace("expected u16", "expected a whole number from 0 to 65535")
+        .replace("expected f64", "expected a number")
+        .replace("expected a map", "expected a mapping (key: value)")
+        .replace("expected a sequence", "expected a list")
+}
+
+/// The text between `prefix` and the next backtick.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let start = message.find(prefix)? + prefix.len();
+    let end = message[start..].find('`')?;
+    Some(message[start..start + end].to_string())
+}
+
+/// The names serde lists after "expected one of" / "expected".
+fn expected_names(message: &str) -> Vec<String> {
+    let Some(at) = message.find("expected") else {
+        return Vec::new();
+    };
+    message[at..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+fn expected_hint(expected: &[String]) -> Option<String> {
+    (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("nightly-vacuum").is_none());
+        assert!(check_name("a").is_none());
+        assert!(check_name(&"a".repeat(63)).is_none());
+        assert!(check_name(&"a".repeat(64)).is_some());
+        assert!(check_name("-a").is_some());
+        assert!(check_name("").is_some());
+        let (_, hint) = check_name("Nightly_Vacuum").unwrap();
+        assert!(hint.contains("`nightly-vacuum`"), "{hint}");
+        assert_eq!(suggest_name("--a--b--"), "a-b");
+    }
+}

@@ -1,0 +1,550 @@
+//! The spec kinds as serde types: what a user may write under `spec:`.
+//!
+//! These types are the stored form too: `apply` keeps each object's spec as the JSON of these
+//! structs. Optional fields stay `None` when the user leaves them out (defaults are resolved by
+//! accessor methods), so a spec that spells out a default and one that omits it differ only
+//! where the user wrote something different. Doc comments become the JSON Schema descriptions
+//! that editors show, so they are written for users.
+
+use crate::duration::SpecDuration;
+use chrono::{DateTime, FixedOffset};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The four kinds of object a spec file may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    Job,
+    Chain,
+    Timeout,
+    Connection,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Job, Kind::Chain, Kind::Timeout, Kind::Connection];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Job => "Job",
+            Kind::Chain => "Chain",
+            Kind::Timeout => "Timeout",
+            Kind::Connection => "Connection",
+        }
+    }
+
+    /// The lower-case form used in plan headers and CLI output: `job/nightly-vacuum`.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Kind::Job => "job",
+            Kind::Chain => "chain",
+            Kind::Timeout => "timeout",
+            Kind::Connection => "connection",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `metadata:` of every object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Unique per kind: lower-case letters, digits and `-`, starting and ending with a letter
+    /// or digit, at most 63 characters.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    pub name: String,
+    /// Free-form labels, e.g. `team: payments`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What to do when a running instance still runs at the next tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Run side by side (bounded by `maxInstances`).
+    Allow,
+    /// Record the new tick as skipped.
+    #[default]
+    Forbid,
+    /// Cancel the running instance and start the new one.
+    Replace,
+}
+
+/// What to do with ticks missed while no scheduler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum MissedRuns {
+    /// Forget them; wait for the next tick.
+    Skip,
+    /// One catch-up run for all of them.
+    #[default]
+    RunOnce,
+    /// Each missed tick, oldest first, at most 100.
+    RunAll,
+}
+
+/// Exponential back-off between retries (with jitter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backoff {
+    /// Delay before the first retry. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<SpecDuration>,
+    /// Longest delay between two attempts. Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<SpecDuration>,
+    /// Each delay is the previous one times this factor (at least 1). Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+}
+
+/// Retrying failed runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Retries {
+    /// How many times a failed run is retried. Default 0.
+    #[serde(default)]
+    pub limit: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+}
+
+/// Retention of run records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct History {
+    /// Succeeded runs kept. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_succeeded: Option<u32>,
+    /// Failed runs kept. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_failed: Option<u32>,
+    /// Runs older than this are pruned whatever the counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_for: Option<SpecDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+/// A task built into pgsched, chosen by `name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Builtin {
+    /// Wait, e.g. between two steps of a chain.
+    Sleep { duration: SpecDuration },
+    /// Write a line to pgsched's log and to the run's output.
+    Log {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<LogLevel>,
+    },
+    /// `pg_notify(channel, payload)` on the job's database.
+    Notify {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<String>,
+    },
+    /// An HTTP request; a status outside `expectStatus` (default 2xx) fails the run.
+    Http {
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<HttpMethod>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        #[serde(
+            default,
+            rename = "expectStatus",
+            skip_serializing_if = "Option::is_none"
+        )]
+        expect_status: Option<Vec<u16>>,
+    },
+}
+
+impl Builtin {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Builtin::Sleep { .. } => "sleep",
+            Builtin::Log { .. } => "log",
+            Builtin::Notify { .. } => "notify",
+            Builtin::Http { .. } => "http",
+        }
+    }
+}
+
+/// The task of a job or a chain step, once validated: exactly one of the four.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task<'a> {
+    Sql(&'a str),
+    Command {
+        argv: &'a [String],
+        env: &'a BTreeMap<String, String>,
+        working_dir: Option<&'a str>,
+    },
+    Shell {
+        script: &'a str,
+        env: &'a BTreeMap<String, String>,
+        working_dir: Option<&'a str>,
+    },
+    Builtin(&'a Builtin),
+}
+
+/// The task fields, shared by jobs and chain steps. (Written out in each struct rather than
+/// flattened, because serde cannot reject unknown fields through `flatten`.)
+pub trait HasTask {
+    fn sql(&self) -> Option<&str>;
+    fn command(&self) -> Option<&[String]>;
+    fn shell(&self) -> Option<&str>;
+    fn builtin(&self) -> Option<&Builtin>;
+    fn env(&self) -> &BTreeMap<String, String>;
+    fn working_dir(&self) -> Option<&str>;
+
+    /// The names of the task fields that are set, in the order the user reads them.
+    fn task_fields_set(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.sql().is_some() {
+            set.push("sql");
+        }
+        if self.command().is_some() {
+            set.push("command");
+        }
+        if self.shell().is_some() {
+            set.push("shell");
+        }
+        if self.builtin().is_some() {
+            set.push("builtin");
+        }
+        set
+    }
+
+    /// The task, when exactly one task field is set (validation guarantees it for loaded specs).
+    fn task(&self) -> Option<Task<'_>> {
+        if self.task_fields_set().len() != 1 {
+            return None;
+        }
+        if let Some(sql) = self.sql() {
+            return Some(Task::Sql(sql));
+        }
+        if let Some(argv) = self.command() {
+            return Some(Task::Command {
+                argv,
+                env: self.env(),
+                working_dir: self.working_dir(),
+            });
+        }
+        if let Some(script) = self.shell() {
+            return Some(Task::Shell {
+                script,
+                env: self.env(),
+                working_dir: self.working_dir(),
+            });
+        }
+        self.builtin().map(Task::Builtin)
+    }
+}
+
+macro_rules! impl_has_task {
+    ($ty:ty) => {
+        impl HasTask for $ty {
+            fn sql(&self) -> Option<&str> {
+                self.sql.as_deref()
+            }
+            fn command(&self) -> Option<&[String]> {
+                self.command.as_deref()
+            }
+            fn shell(&self) -> Option<&str> {
+                self.shell.as_deref()
+            }
+            fn builtin(&self) -> Option<&Builtin> {
+                self.builtin.as_ref()
+            }
+            fn env(&self) -> &BTreeMap<String, String> {
+                &self.env
+            }
+            fn working_dir(&self) -> Option<&str> {
+                self.working_dir.as_deref()
+            }
+        }
+    };
+}
+
+/// A task on a schedule, or on demand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobSpec {
+    /// `min hour dom mon dow` (Vixie cron), 6 fields with leading seconds, `@daily` and the
+    /// other macros, `@every 5m` (fixed rate) or `@after 5m` (after the previous run finished).
+    /// Absent: on-demand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Run once at this RFC 3339 time, then complete. Exclusive with `schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<FixedOffset>>,
+    /// IANA time zone the cron fields are read in. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// No new instances while true; running ones finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    /// SQL to run. With `$1` (the run's parameters as jsonb) it must be a single statement;
+    /// without, several statements run as one batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// A program and its arguments, run without a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// A script run by `/bin/sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    /// A built-in task: `sleep`, `log`, `notify` or `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<Builtin>,
+    /// Environment of a `command` or `shell` task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of a `command` or `shell` task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Name of a `Connection` to run SQL on another database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Default parameters; a trigger's parameters are overlaid on these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Map<String, Value>>,
+    /// A run that takes longer is cancelled and counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<SpecDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// `Allow`, `Forbid` (default) or `Replace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
+    /// With `concurrencyPolicy: Allow`: how many may run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// While this runs, no other instance of any job starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<bool>,
+    /// `Skip`, `RunOnce` (default) or `RunAll`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_runs: Option<MissedRuns>,
+    /// A tick older than this is never started late; it is recorded as missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline: Option<SpecDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+}
+impl_has_task!(JobSpec);
+
+/// One step of a chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Step {
+    /// Unique within the chain; defaults to `step-<n>` (1-based) in records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<Builtin>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Name of a `Connection` for this step's SQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<SpecDuration>,
+    /// A failure is recorded and the chain goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_error: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+}
+impl_has_task!(Step);
+
+/// Steps run in order as one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChainSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<FixedOffset>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Map<String, Value>>,
+    /// Limit for the whole chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<SpecDuration>,
+    /// Retries of the whole chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_runs: Option<MissedRuns>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline: Option<SpecDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+    /// Every SQL step on one connection, in one transaction, committed at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<bool>,
+    pub steps: Vec<Step>,
+}
+
+/// Rows of an application table that change state when a time limit passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TimeoutSpec {
+    /// The table, as `schema.table` or `table` (schema `public`).
+    pub table: String,
+    /// A `timestamptz` or `timestamp` column the limit counts from.
+    pub column: String,
+    /// The time limit: a row expires when `column + after <= now()`.
+    pub after: SpecDuration,
+    /// A condition that must still hold when the row expires (re-checked atomically).
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_: Option<String>,
+    /// Columns to set on expiry, e.g. `{status: expired}`; values are bound as parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<BTreeMap<String, Value>>,
+    /// Delete expired rows instead of updating them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<bool>,
+    /// Rows changed per statement. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// No expiry while true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+}
+
+/// Another database that SQL tasks may run on. Secrets are only ever referenced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectionSpec {
+    /// `postgres://user@host:5432/db?sslmode=require`, without a password.
+    pub url: String,
+    /// Name of an environment variable of the pgsched process that holds the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_from_env: Option<String>,
+    /// Path of a file (e.g. a mounted secret) that holds the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_from_file: Option<String>,
+}
+
+/// The scheduling fields jobs and chains share, borrowed, so both are validated and
+/// scheduled by the same code.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheduling<'a> {
+    pub schedule: Option<&'a str>,
+    pub run_at: Option<&'a DateTime<FixedOffset>>,
+    pub time_zone: Option<&'a str>,
+    pub suspend: bool,
+    pub params: Option<&'a Map<String, Value>>,
+    pub timeout: Option<SpecDuration>,
+    pub retries: Option<&'a Retries>,
+    pub concurrency_policy: ConcurrencyPolicy,
+    pub max_instances: Option<u32>,
+    pub exclusive: bool,
+    pub missed_runs: MissedRuns,
+    pub starting_deadline: Option<SpecDuration>,
+    pub history: Option<&'a History>,
+}
+
+macro_rules! impl_scheduling {
+    ($ty:ty) => {
+        impl $ty {
+            pub fn scheduling(&self) -> Scheduling<'_> {
+                Scheduling {
+                    schedule: self.schedule.as_deref(),
+                    run_at: self.run_at.as_ref(),
+                    time_zone: self.time_zone.as_deref(),
+                    suspend: self.suspend.unwrap_or(false),
+                    params: self.params.as_ref(),
+                    timeout: self.timeout,
+                    retries: self.retries.as_ref(),
+                    concurrency_policy: self.concurrency_policy.unwrap_or_default(),
+                    max_instances: self.max_instances,
+                    exclusive: self.exclusive.unwrap_or(false),
+                    missed_runs: self.missed_runs.unwrap_or_default(),
+                    starting_deadline: self.starting_deadline,
+                    history: self.history.as_ref(),
+                }
+            }
+        }
+    };
+}
+impl_scheduling!(JobSpec);
+impl_scheduling!(ChainSpec);
+
+/// The spec of one object, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ObjectSpec {
+    Job(JobSpec),
+    Chain(ChainSpec),
+    Timeout(TimeoutSpec),
+    Connection(ConnectionSpec),
+}
+
+impl ObjectSpec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            ObjectSpec::Job(_) => Kind::Job,
+            ObjectSpec::Chain(_) => Kind::Chain,
+            ObjectSpec::Timeout(_) => Kind::Timeout,
+            ObjectSpec::Connection(_) => Kind::Connection,
+        }
+    }
+
+    pub fn scheduling(&self) -> Option<Scheduling<'_>> {
+        match self {
+            ObjectSpec::Job(j) => Some(j.scheduling()),
+            ObjectSpec::Chain(c) => Some(c.scheduling()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Semantic checks: everything the types alone cannot say (exactly one task, `runAt` xor
+//! `schedule`, valid cron and zones, references between objects, unique names...). Every
+//! problem is collected, not only the first, each located through the document's span tree.
+
+use super::document::{check_name, Object};
+use super::error::{did_you_mean, SpecError};
+use super::model::{
+    Builtin, ChainSpec, ConcurrencyPolicy, ConnectionSpec, HasTask, JobSpec, Kind, ObjectSpec,
+    Retries, Scheduling, TimeoutSpec,
+};
+use super::sql::scan_sql;
+use super::yaml::{FieldPath, Node};
+use crate::duration::SpecDuration;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// An object with the document it came from, for locating errors.
+pub struct Located<'a> {
+    pub object: &'a Object,
+    pub doc: &'a Node,
+    pub shown: &'a Path,
+}
+
+/// Largest `batchSize` a Timeout may ask for: one statement should not hold locks for long.
+pub const MAX_BATCH_SIZE: u32 = 100_000;
+
+/// Checks each object on its own and all of them together.
+pub fn validate_all(items: &[Located<'_>]) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    let connections: Vec<&str> = items
+        .iter()
+        .filter(|i| i.object.kind == Kind::Connection)
+        .map(|i| i.object.name())
+        .collect();
+    for item in items {
+        let mut check = Checker {
+            item,
+            errors: &mut errors,
+            connections: &connections,
+        };
+        check.object();
+    }
+    unique_names(items, &mut errors);
+    errors
+}
+
+/// Names are unique per kind. Jobs and chains share one namespace on top of that, because
+/// `pgsched.trigger(name)` and `pgsched runs NAME` take a bare name.
+fn unique_names(items: &[Located<'_>], errors: &mut Vec<SpecError>) {
+    let mut seen: HashMap<(&str, &str), &Located<'_>> = HashMap::new();
+    for item in items {
+        let namespace = match item.object.kind {
+            Kind::Job | Kind::Chain => "job-or-chain",
+            other => other.as_str(),
+        };
+        let name = item.object.name();
+        match seen.get(&(namespace, name)) {
+            Some(first) => {
+                let path = FieldPath::parse("metadata.name");
+                errors.push(
+                    SpecError::new(
+                        item.shown,
+                        format!(
+                            "duplicate name `{name}`: {} `{name}` is already defined",
+                            first.object.kind
+                        ),
+                    )
+                    .at(item.doc.locate(&path))
+                    .field(path)
+                    .hint(format!(
+                        "first defined in {}:{}; names are unique per kind, and jobs and chains share theirs",
+                        first.shown.display(),
+                        first.object.source.line
+                    )),
+                );
+            }
+            None => {
+                seen.insert((namespace, name), item);
+            }
+        }
+    }
+}
+
+struct Checker<'a, 'b> {
+    item: &'a Located<'a>,
+    errors: &'b mut Vec<SpecError>,
+    connections: &'b [&'a str],
+}
+
+impl Checker<'_, '_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) -> &mut SpecError {
+        let path = FieldPath::parse(path);
+        let error = SpecError::new(self.item.shown, message)
+            .at(self.item.doc.locate(&path))
+            .field(path);
+        self.errors.push(error);
+        self.errors.last_mut().expect("just pushed")
+    }
+
+    fn error_hint(&mut self, path: &str, message: impl Into<String>, hint: Option<String>) {
+        let e = self.error(path, message);
+        e.hint = hint;
+    }
+
+    fn object(&mut self) {
+        let object = self.item.object;
+        for key in object.metadata.labels.keys() {
+            if key.trim().is_empty() {
+                self.error("metadata.labels", "label keys must not be empty");
+            }
+        }
+        match &object.spec {
+            ObjectSpec::Job(job) => self.job(job),
+            ObjectSpec::Chain(chain) => self.chain(chain),
+            ObjectSpec::Timeout(timeout) => self.timeout(timeout),
+            ObjectSpec::Connection(connection) => self.connection(connection),
+        }
+    }
+
+    fn name(&mut self, path: &str, name: &str) {
+        if let Some((message, hint)) = check_name(name) {
+            self.error_hint(path, message, Some(hint));
+        }
+    }
+
+    fn job(&mut self, job: &JobSpec) {
+        self.scheduling("spec", &job.scheduling());
+        self.task("spec", job);
+        if let Some(db) = &job.database {
+            self.database_ref("spec.database", db);
+        }
+    }
+
+    fn chain(&mut self, chain: &ChainSpec) {
+        self.scheduling("spec", &chain.scheduling());
+        if chain.steps.is_empty() {
+            self.error("spec.steps", "a chain needs at least one step");
+        }
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        let mut sql_databases: Vec<(usize, Option<&str>)> = Vec::new();
+        for (i, step) in chain.steps.iter().enumerate() {
+            let base = format!("spec.steps[{i}]");
+            if let Some(name) = &step.name {
+                self.name(&format!("{base}.name"), name);
+                if let Some(first) = names.insert(name.clone(), i) {
+                    self.error_hint(
+                        &format!("{base}.name"),
+                        format!("duplicate step name `{name}`"),
+                        Some(format!("step {} is already named `{name}`; step names are unique in a chain", first + 1)),
+                    );
+                }
+            }
+            self.task(&base, step);
+            if let Some(db) = &step.database {
+                self.database_ref(&format!("{base}.database"), db);
+            }
+            self.positive(&format!("{base}.timeout"), step.timeout);
+            if let Some(retries) = &step.retries {
+                self.retries(&format!("{base}.retries"), retries);
+            }
+            if step.sql.is_some() {
+                sql_databases.push((i, step.database.as_deref()));
+            }
+        }
+        if chain.transaction == Some(true) {
+            if let Some((_, first_db)) = sql_databases.first().copied() {
+                for (i, db) in sql_databases.iter().skip(1) {
+                    if *db != first_db {
+                        self.error_hint(
+                            &format!("spec.steps[{i}].database"),
+                            "every SQL step of a transactional chain must use the same database",
+                            Some(format!(
+                                "the first SQL step uses {}; drop `transaction: true` or use one database",
+                                first_db.map(|d| format!("`{d}`")).unwrap_or_else(|| "the scheduler's database".into())
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn scheduling(&mut self, base: &str, s: &Scheduling<'_>) {
+        if let (Some(_), Some(_)) = (s.schedule, s.run_at) {
+            self.error_hint(
+                &format!("{base}.runAt"),
+                "`runAt` and `schedule` are exclusive",
+                Some("use `schedule` for a repeating job, `runAt` for a single run".into()),
+            );
+        }
+        if let Some(schedule) = s.schedule {
+            if let Err(e) = crate::schedule::parse_schedule(schedule) {
+                self.error(&format!("{base}.schedule"), e.to_string());
+            }
+        }
+        if let Some(zone) = s.time_zone {
+            if let Err(e) = crate::schedule::parse_time_zone(zone) {
+                self.error(&format!("{base}.timeZone"), e.to_string());
+            }
+        }
+        self.positive(&format!("{base}.timeout"), s.timeout);
+        self.positive(&format!("{base}.startingDeadline"), s.starting_deadline);
+        if let Some(retries) = s.retries {
+            self.retries(&format!("{base}.retries"), retries);
+        }
+        if let Some(max) = s.max_instances {
+            if max == 0 {
+                self.error(&format!("{base}.maxInstances"), "maxInstances must be at least 1");
+            } else if s.concurrency_policy != ConcurrencyPolicy::Allow {
+                self.error_hint(
+                    &format!("{base}.maxInstances"),
+                    "maxInstances applies only with `concurrencyPolicy: Allow`",
+                    Some(format!(
+                        "the policy is {:?}, which runs at most one instance; set `concurrencyPolicy: Allow` or remove maxInstances",
+                        s.concurrency_policy
+                    )),
+                );
+            }
+        }
+        if let Some(history) = s.history {
+            self.positive(&format!("{base}.history.keepFor"), history.keep_for);
+        }
+    }
+
+    fn retries(&mut self, base: &str, retries: &Retries) {
+        let Some(backoff) = &retries.backoff else {
+            return;
+        };
+        self.positive(&format!("{base}.backoff.initial"), backoff.initial);
+        self.positive(&format!("{base}.backoff.max"), backoff.max);
+        if let Some(factor) = backoff.factor {
+            if !factor.is_finite() || factor < 1.0 {
+                self.error(
+                    &format!("{base}.backoff.factor"),
+                    format!("factor {factor} must be a number of at least 1"),
+                );
+            }
+        }
+        if let (Some(initial), Some(max)) = (backoff.initial, backoff.max) {
+            if initial > max {
+                self.error(
+                    &format!("{base}.backoff.max"),
+                    format!("max {max} is shorter than initial {initial}"),
+                );
+            }
+        }
+    }
+
+    fn positive(&mut self, path: &str, value: Option<SpecDuration>) {
+        if value.is_some_and(|d| d.0 == Duration::ZERO) {
+            self.error(path, "must be longer than 0s");
+        }
+    }
+
+    fn database_ref(&mut self, path: &str, name: &str) {
+        if !self.connections.contains(&name) {
+            let hint = did_you_mean(name, self.connections.iter().copied()).or_else(|| {
+                Some("define it with `kind: Connection`, or remove `database` to use the scheduler's database".into())
+            });
+            self.error_hint(path, format!("no Connection named `{name}`"), hint);
+        }
+    }
+
+    fn task(&mut self, base: &str, t: &dyn HasTask) {
+        let set = t.task_fields_set();
+        match set.len() {
+            0 => {
+                self.error_hint(
+                    base,
+                    "no task",
+                    Some("set exactly one of `sql`, `command`, `shell` or `builtin`".into()),
+                );
+                return;
+            }
+            1 => {}
+            _ => {
+                self.error_hint(
+                    &format!("{base}.{}", set[1]),
+                    format!("`{}` and `{}` are both set", set[0], set[1]),
+                    Some("a task has exactly one of `sql`, `command`, `shell` or `builtin`".into()),
+                );
+                return;
+            }
+        }
+        if t.command().is_none() && t.shell().is_none() {
+            if !t.env().is_empty() {
+                self.error(&format!("{base}.env"), "`env` applies only to `command` and `shell` tasks");
+            }
+            if t.working_dir().is_some() {
+                self.error(
+                    &format!("{base}.workingDir"),
+                    "`workingDir` applies only to `command` and `shell` tasks",
+                );
+            }
+        }
+        for key in t.env().keys() {
+            let valid = !key.is_empty()
+                && !key.as_bytes()[0].is_ascii_digit()
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                self.error(
+                    &format!("{base}.env"),
+                    format!("`{key}` is not a valid environment variable name (letters, digits and _, not starting with a digit)"),
+                );
+            }
+        }
+        if let Some(sql) = t.sql() {
+            let shape = scan_sql(sql);
+            if shape.statements == 0 {
+                self.error(&format!("{base}.sql"), "the SQL is empty");
+            } else if shape.max_param > 1 {
+                self.error_hint(
+                    &format!("{base}.sql"),
+                    format!("the SQL uses ${}, but only $1 (the run's parameters as jsonb) is bound", shape.max_param),
+                    Some("read values from $1, e.g. ($1->>'user_id')::bigint".into()),
+                );
+            } else if shape.max_param == 1 && shape.statements > 1 {
+                self.error_hint(
+                    &format!("{base}.sql"),
+                    format!("the SQL uses $1 but holds {} statements", shape.statements),
+                    Some("a statement with parameters must be a single statement; split it into chain steps".into()),
+                );
+            }
+        }
+        if let Some(argv) = t.command() {
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                self.error_hint(
+                    &format!("{base}.command"),
+                    "the command is empty",
+                    Some("write the program and its arguments, e.g. [pg_dump, --format=custom, app]".into()),
+                );
+            }
+        }
+        if let Some(script) = t.shell() {
+            if script.trim().is_empty() {
+                self.error(&format!("{base}.shell"), "the shell script is empty");
+            }
+        }
+        if let Some(builtin) = t.builtin() {
+            self.builtin(&format!("{base}.builtin"), builtin);
+        }
+    }
+
+    fn builtin(&mut self, base: &str, builtin: &Builtin) {
+        match builtin {
+            Builtin::Sleep { .. } => {}
+            Builtin::Log { message, .. } => {
+                if message.trim().is_empty() {
+                    self.error(&format!("{base}.message"), "the log message is empty");
+                }
+            }
+            Builtin::Notify { channel, .. } => {
+                if channel.is_empty() || channel.len() > 63 {
+                    self.error(
+                        &format!("{base}.channel"),
+                        "a NOTIFY channel name must have 1 to 63 bytes",
+                    );
+                }
+            }
+            Builtin::Http {
+                url, expect_status, ..
+            } => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    self.error_hint(
+                        &format!("{base}.url"),
+                        format!("`{url}` is not an http:// or https:// URL"),
+                        None,
+                    );
+                }
+                for (i, code) in expect_status.iter().flatten().enumerate() {
+                    if !(100..=599).contains(code) {
+                        self.error(
+                            &format!("{base}.expectStatus[{i}]"),
+                            format!("{code} is not an HTTP status code (100 to 599)"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn timeout(&mut self, t: &TimeoutSpec) {
+        let parts: Vec<&str> = t.table.split('.').collect();
+        if parts.len() > 2 || parts.iter().any(|p| p.trim().is_empty() || p.contains('\0')) {
+            self.error_hint(
+                "spec.table",
+                format!("`{}` is not a table name", t.table),
+                Some("write `table` or `schema.table`".into()),
+            );
+        }
+        if t.column.trim().is_empty() {
+            self.error("spec.column", "the column is empty");
+        }
+        if t.after.0 == Duration::ZERO {
+            self.error("spec.after", "must be longer than 0s");
+        }
+        if let Some(condition) = &t.where_ {
+            let shape = scan_sql(condition);
+            if shape.statements == 0 {
+                self.error("spec.where", "the condition is empty; remove `where` to expire every row");
+            } else if shape.statements > 1 {
+                self.error("spec.where", "`where` is one SQL condition; it must not contain `;`");
+            } else if shape.max_param > 0 {
+                self.error("spec.where", "`where` cannot use $n parameters");
+            }
+        }
+        let deletes = t.delete == Some(true);
+        match (&t.set, deletes) {
+            (Some(_), true) => {
+                self.error_hint(
+                    "spec.delete",
+                    "`set` and `delete: true` are exclusive",
+                    Some("a row is either updated or deleted when it expires".into()),
+                );
+            }
+            (None, false) => {
+                self.error_hint(
+                    "spec",
+                    "a Timeout needs `set` or `delete: true`",
+                    Some("e.g. `set: {status: expired}`".into()),
+                );
+            }
+            (Some(set), false) => {
+                if set.is_empty() {
+                    self.error("spec.set", "`set` names no column");
+                }
+                for (column, value) in set {
+                    if column.trim().is_empty() {
+                        self.error("spec.set", "a column name in `set` is empty");
+                    }
+                    if value.is_object() || value.is_array() {
+                        self.error(
+                            &format!("spec.set.{column}"),
+                            "values in `set` must be a string, a number, true, false or null",
+                        );
+                    }
+                }
+            }
+            (None, true) => {}
+        }
+        if let Some(batch) = t.batch_size {
+            if batch == 0 || batch > MAX_BATCH_SIZE {
+                self.error(
+                    "spec.batchSize",
+                    format!("batchSize must be between 1 and {MAX_BATCH_SIZE}"),
+                );
+            }
+        }
+    }
+
+    fn connection(&mut self, c: &ConnectionSpec) {
+        match c.url.parse::<tokio_postgres::Config>() {
+            Err(e) => {
+                self.error_hint(
+                    "spec.url",
+                    format!("not a PostgreSQL connection URL: {e}"),
+                    Some("e.g. postgres://report@db2:5432/reporting?sslmode=require".into()),
+                );
+            }
+            Ok(config) => {
+                if config.get_password().is_some() {
+                    // Say where without repeating the secret.
+                    self.error_hint(
+                        "spec.url",
+                        "the URL contains a password; secrets must not be written in spec files",
+                        Some("remove it from the URL and use `passwordFromEnv` or `passwordFromFile`".into()),
+                    );
+                }
+            }
+        }
+        if c.password_from_env.is_some() && c.password_from_file.is_some() {
+            self.error(
+                "spec.passwordFromFile",
+                "`passwordFromEnv` and `passwordFromFile` are exclusive",
+            );
+        }
+        if let Some(var) = &c.password_from_env {
+            let valid = !var.is_empty()
+                && !var.as_bytes()[0].is_ascii_digit()
+                && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                self.error(
+                    "spec.passwordFromEnv",
+                    format!("`{var}` is not an environment variable name"),
+                );
+            }
+        }
+        if let Some(file) = &c.password_from_file {
+            if file.trim().is_empty() {
+                self.error("spec.passwordFromFile", "the path is empty");
+            }
+        }
+    }
+}
+
+/// For callers that keep the shown file name of each object.
+pub fn shown_path(dir: &Path, relative: &Path) -> PathBuf {
+    if dir == Path::new(".") {
+        relative.to_path_buf()
+    } else {
+        dir.join(relative)
+    }
+}
+
