@@ -74,7 +74,13 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".to_string();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if ms >= size {
             out.push_str(&format!("{}{}", ms / size, unit));
             ms %= size;
@@ -140,18 +146,37 @@ mod tests {
             (" 10s ", 10_000),
         ];
         for (text, ms) in cases {
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn rejects_malformed_input() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        assert!(matches!(parse_duration("30"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("s"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("1.5h"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("-5s"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("5 min"), Err(DurationError::Malformed(_))));
+        assert!(matches!(
+            parse_duration("30"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("s"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("1.5h"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("-5s"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("5 min"),
+            Err(DurationError::Malformed(_))
+        ));
         assert!(matches!(
             parse_duration("5min"),
             Err(DurationError::UnknownUnit { .. })

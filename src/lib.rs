@@ -6,5 +6,8 @@
 
 pub mod duration;
 pub mod embedded;
+pub mod plan;
+pub mod reconcile;
 pub mod schedule;
 pub mod spec;
+pub mod store;

@@ -42,7 +42,9 @@ fn expectation(text: &str, file: &Path) -> Expectation {
 }
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -114,8 +116,17 @@ fn every_valid_fixture_and_example_loads() {
             loaded.is_valid(),
             "{}:\n{}",
             dir.display(),
-            loaded.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+            loaded
+                .errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
-        assert!(!loaded.objects.is_empty(), "{} has no objects", dir.display());
+        assert!(
+            !loaded.objects.is_empty(),
+            "{} has no objects",
+            dir.display()
+        );
     }
 }

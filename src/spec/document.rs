@@ -7,6 +7,7 @@ use super::model::{ChainSpec, ConnectionSpec, JobSpec, Kind, Metadata, ObjectSpe
 use super::yaml::{FieldPath, Node, NodeValue, PathSegment, Position};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const API_VERSION: &str = "pgsched/v1";
 const ENVELOPE_FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
@@ -27,9 +28,16 @@ pub struct Object {
     pub metadata: Metadata,
     pub spec: ObjectSpec,
     pub source: Source,
+    /// The document it came from, so later checks (against the database) can point at lines.
+    pub doc: Arc<Node>,
 }
 
 impl Object {
+    /// Where the value at `path` (e.g. `spec.steps[1].sql`) stands in the file.
+    pub fn locate(&self, path: &str) -> Option<Position> {
+        self.doc.locate(&FieldPath::parse(path))
+    }
+
     pub fn name(&self) -> &str {
         &self.metadata.name
     }
@@ -54,6 +62,21 @@ pub fn object_from_document(
         .at(doc.position)]);
     };
     let mut errors = Vec::new();
+    for (path, position, first) in doc.duplicate_keys() {
+        let Some(PathSegment::Key(key)) = path.0.last().cloned() else {
+            continue;
+        };
+        let mut e = err(format!("duplicate key `{key}`"))
+            .at(position)
+            .field(path);
+        if let Some(first) = first {
+            e = e.hint(format!(
+                "`{key}` is already set on line {}; a key may appear once in a mapping",
+                first.line
+            ));
+        }
+        errors.push(e);
+    }
     for (key, position, _) in entries {
         if !ENVELOPE_FIELDS.contains(&key.as_str()) {
             let mut e = err(format!("unknown field `{key}`"))
@@ -170,6 +193,7 @@ pub fn object_from_document(
                 file: relative.to_path_buf(),
                 line: doc.position.map(|p| p.line).unwrap_or(1),
             },
+            doc: Arc::new(doc.clone()),
         }),
         _ => Err(errors),
     }
@@ -197,7 +221,15 @@ pub fn check_name(name: &str) -> Option<(String, String)> {
     } else {
         format!("{rule}, e.g. `{suggestion}`")
     };
-    Some((format!("invalid name `{name}`"), hint))
+    let message = if name.len() > 63 {
+        format!(
+            "invalid name `{name}`: {} characters, more than 63",
+            name.len()
+        )
+    } else {
+        format!("invalid name `{name}`")
+    };
+    Some((message, hint))
 }
 
 /// A best-effort valid form of an invalid name, for the hint.
@@ -229,19 +261,23 @@ fn typed<T: DeserializeOwned>(
             match segment {
                 serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
                 serde_path_to_error::Segment::Map { key } => path = path.key(key.clone()),
-                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => {}
             }
         }
         let message = friendlier(&e.inner().to_string());
-        let error = SpecError::new(shown, message.clone());
         if let Some(field) = quoted_after(&message, "unknown field `") {
             // serde_path_to_error already ends the path with the unknown key.
             let parent = match path.0.last() {
-                Some(PathSegment::Key(k)) if *k == field => FieldPath(path.0[..path.0.len() - 1].to_vec()),
+                Some(PathSegment::Key(k)) if *k == field => {
+                    FieldPath(path.0[..path.0.len() - 1].to_vec())
+                }
                 _ => path.clone(),
             };
             let expected = expected_names(&message);
-            let position = doc.locate_key(&parent, &field).or_else(|| doc.locate(&parent));
+            let position = doc
+                .locate_key(&parent, &field)
+                .or_else(|| doc.locate(&parent));
             let mut error = SpecError::new(shown, format!("unknown field `{field}`"))
                 .at(position)
                 .field(parent.key(field.clone()));
@@ -249,6 +285,9 @@ fn typed<T: DeserializeOwned>(
                 .or_else(|| expected_hint(&expected));
             return error;
         }
+        // Internally tagged enums (`builtin`) are buffered before they are deserialised, so
+        // serde loses the path inside them: find the value the message quotes.
+        let path = refine_path(doc, path, &message);
         if let Some(variant) = quoted_after(&message, "unknown variant `") {
             let expected = expected_names(&message);
             let mut error = SpecError::new(shown, format!("unknown value `{variant}`"))
@@ -263,18 +302,158 @@ fn typed<T: DeserializeOwned>(
                 .at(doc.locate(&path))
                 .field(path.key(missing));
         }
-        error.at(doc.locate(&path)).field(path)
+        let (message, hint) = explain(doc.at(&path), &path, message);
+        let mut error = SpecError::new(shown, message)
+            .at(doc.locate(&path))
+            .field(path);
+        error.hint = hint;
+        error
     })
 }
 
-/// serde names Rust types (`expected u32`); users write YAML.
+/// Fields that hold a duration (`30s`), for a better message when a bare number is written.
+const DURATION_FIELDS: [&str; 7] = [
+    "timeout",
+    "startingDeadline",
+    "keepFor",
+    "initial",
+    "max",
+    "after",
+    "duration",
+];
+
+/// What chrono says about a timestamp it cannot read; on its own it does not say which value.
+const TIMESTAMP_ERRORS: [&str; 7] = [
+    "input is out of range",
+    "no possible date and time matching input",
+    "input is not enough for unique date and time",
+    "input contains invalid characters",
+    "premature end of input",
+    "trailing input",
+    "bad or unsupported format string",
+];
+
+/// Rewrites a type error about `node` into what a YAML author needs to read, with a hint.
+fn explain(node: Option<&Node>, path: &FieldPath, message: String) -> (String, Option<String>) {
+    let Some(node) = node else {
+        return (message, None);
+    };
+    let field = match path.0.last() {
+        Some(PathSegment::Key(k)) => k.as_str(),
+        _ => "",
+    };
+    let number = matches!(
+        node.value,
+        NodeValue::Int(_) | NodeValue::UInt(_) | NodeValue::Float(_)
+    );
+    if message.starts_with("invalid type:") && message.contains("expected a string") {
+        let text = node.scalar_text().unwrap_or_default();
+        if number && DURATION_FIELDS.contains(&field) {
+            return (
+                format!("`{text}` is not a duration: a number needs a unit (ms, s, m, h, d)"),
+                Some(format!("e.g. `{text}s` or `{text}m`")),
+            );
+        }
+        if number || matches!(node.value, NodeValue::Bool(_)) {
+            return (
+                message,
+                Some(format!("write it in quotes to mean the text: \"{text}\"")),
+            );
+        }
+    }
+    if message.starts_with("invalid type: string") && message.contains("expected a boolean") {
+        return (
+            message,
+            Some("write true or false; `yes`, `no`, `on`, `off` and quoted \"true\" are text, not booleans".into()),
+        );
+    }
+    if field == "command" && matches!(node.value, NodeValue::Str(_)) {
+        return (
+            message,
+            Some("`command` is a list of the program and its arguments, e.g. [pg_dump, app]; to run a command line with /bin/sh, use `shell`".into()),
+        );
+    }
+    if let (NodeValue::Str(text), true) =
+        (&node.value, TIMESTAMP_ERRORS.contains(&message.as_str()))
+    {
+        return (
+            format!("`{text}` is not an RFC 3339 time: {message}"),
+            Some("write the date, the time and the offset, e.g. 2030-06-01T09:00:00Z or 2030-06-01T11:00:00+02:00".into()),
+        );
+    }
+    (message, None)
+}
+
+/// When an error's path ends at a mapping, the value at fault is inside it: take the one
+/// descendant whose text the message quotes (`` `POTS` ``, `"abc"`).
+fn refine_path(doc: &Node, path: FieldPath, message: &str) -> FieldPath {
+    let Some(
+        node @ Node {
+            value: NodeValue::Map(_),
+            ..
+        },
+    ) = doc.at(&path)
+    else {
+        return path;
+    };
+    if message.starts_with("invalid type: map") {
+        return path;
+    }
+    let mut quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    quoted.extend(message.split('"').skip(1).step_by(2));
+    for text in quoted {
+        let mut found = Vec::new();
+        find_scalars(node, &path, text, &mut found);
+        if let [only] = found.as_slice() {
+            return only.clone();
+        }
+    }
+    path
+}
+
+fn find_scalars(node: &Node, path: &FieldPath, text: &str, found: &mut Vec<FieldPath>) {
+    match &node.value {
+        NodeValue::Map(entries) => {
+            for (key, _, value) in entries {
+                find_scalars(value, &path.key(key.clone()), text, found);
+            }
+        }
+        NodeValue::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                find_scalars(item, &path.index(i), text, found);
+            }
+        }
+        _ => {
+            if node.scalar_text().as_deref() == Some(text) {
+                found.push(path.clone());
+            }
+        }
+    }
+}
+
+/// serde names Rust types (`expected u32`, `expected struct JobSpec`); users write YAML.
 fn friendlier(message: &str) -> String {
-    message
-        .replace("expected u32", "expected a whole number from 0 to 4294967295")
+    let mut out = message
+        .replace(
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        )
         .replace("expected u16", "expected a whole number from 0 to 65535")
         .replace("expected f64", "expected a number")
         .replace("expected a map", "expected a mapping (key: value)")
         .replace("expected a sequence", "expected a list")
+        .replace(
+            "expected internally tagged enum Builtin",
+            "expected a mapping with `name` (sleep, log, notify or http)",
+        );
+    while let Some(at) = out.find("expected struct ") {
+        let start = at + "expected struct ".len();
+        let end = out[start..]
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(at..end, "expected a mapping (key: value)");
+    }
+    out
 }
 
 /// The text between `prefix` and the next backtick.

@@ -81,7 +81,10 @@ pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
 }
 
 /// "did you mean `x`?" when a close candidate exists.
-pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     closest(input, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
@@ -91,9 +94,15 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(closest("schedul", ["schedule", "suspend"]), Some("schedule"));
+        assert_eq!(
+            closest("schedul", ["schedule", "suspend"]),
+            Some("schedule")
+        );
         assert_eq!(closest("retires", ["retries", "timeout"]), Some("retries"));
-        assert_eq!(closest("RunONCE", ["Skip", "RunOnce", "RunAll"]), Some("RunOnce"));
+        assert_eq!(
+            closest("RunONCE", ["Skip", "RunOnce", "RunAll"]),
+            Some("RunOnce")
+        );
         assert_eq!(closest("zzz", ["schedule", "suspend"]), None);
     }
 

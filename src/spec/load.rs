@@ -54,11 +54,17 @@ pub fn find_spec_files(dir: &Path) -> (Vec<PathBuf>, Vec<SpecError>) {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
-            errors.push(SpecError::new(dir, "not a directory; --dir must name the spec directory"));
+            errors.push(SpecError::new(
+                dir,
+                "not a directory; --dir must name the spec directory",
+            ));
             return (files, errors);
         }
         Err(e) => {
-            errors.push(SpecError::new(dir, format!("cannot read the spec directory: {e}")));
+            errors.push(SpecError::new(
+                dir,
+                format!("cannot read the spec directory: {e}"),
+            ));
             return (files, errors);
         }
     }
@@ -70,13 +76,18 @@ pub fn find_spec_files(dir: &Path) -> (Vec<PathBuf>, Vec<SpecError>) {
     for entry in walker {
         match entry {
             Ok(entry) => {
-                if entry.file_type().is_file() && is_spec_file_name(&entry.file_name().to_string_lossy()) {
+                if entry.file_type().is_file()
+                    && is_spec_file_name(&entry.file_name().to_string_lossy())
+                {
                     let relative = entry.path().strip_prefix(dir).unwrap_or(entry.path());
                     files.push(relative.to_path_buf());
                 }
             }
             Err(e) => {
-                let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+                let path = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| dir.to_path_buf());
                 let is_spec = path
                     .file_name()
                     .is_some_and(|n| is_spec_file_name(&n.to_string_lossy()));

@@ -91,7 +91,12 @@ pub fn umbrella_schema() -> Value {
 pub fn all_schemas() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Kind::ALL
         .iter()
-        .map(|k| (format!("{}.schema.json", k.slug()), pretty(&kind_schema(*k))))
+        .map(|k| {
+            (
+                format!("{}.schema.json", k.slug()),
+                pretty(&kind_schema(*k)),
+            )
+        })
         .collect();
     out.push(("pgsched.schema.json".into(), pretty(&umbrella_schema())));
     out
@@ -114,4 +119,3 @@ pub fn write_schemas(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     }
     Ok(written)
 }
-

@@ -3,7 +3,7 @@
 //! problem is collected, not only the first, each located through the document's span tree.
 
 use super::document::{check_name, Object};
-use super::error::{did_you_mean, SpecError};
+use super::error::{closest, did_you_mean, SpecError};
 use super::model::{
     Builtin, ChainSpec, ConcurrencyPolicy, ConnectionSpec, HasTask, JobSpec, Kind, ObjectSpec,
     Retries, Scheduling, TimeoutSpec,
@@ -90,7 +90,11 @@ struct Checker<'a, 'b> {
 
 impl Checker<'_, '_> {
     fn error(&mut self, path: &str, message: impl Into<String>) -> &mut SpecError {
-        let path = FieldPath::parse(path);
+        self.error_at(FieldPath::parse(path), message)
+    }
+
+    /// As [`Self::error`], for paths with user-written keys (which may hold `.` or `[`).
+    fn error_at(&mut self, path: FieldPath, message: impl Into<String>) -> &mut SpecError {
         let error = SpecError::new(self.item.shown, message)
             .at(self.item.doc.locate(&path))
             .field(path);
@@ -147,7 +151,10 @@ impl Checker<'_, '_> {
                     self.error_hint(
                         &format!("{base}.name"),
                         format!("duplicate step name `{name}`"),
-                        Some(format!("step {} is already named `{name}`; step names are unique in a chain", first + 1)),
+                        Some(format!(
+                            "step {} is already named `{name}`; step names are unique in a chain",
+                            first + 1
+                        )),
                     );
                 }
             }
@@ -196,7 +203,11 @@ impl Checker<'_, '_> {
         }
         if let Some(zone) = s.time_zone {
             if let Err(e) = crate::schedule::parse_time_zone(zone) {
-                self.error(&format!("{base}.timeZone"), e.to_string());
+                self.error_hint(
+                    &format!("{base}.timeZone"),
+                    e.to_string(),
+                    Some(time_zone_hint(zone)),
+                );
             }
         }
         self.positive(&format!("{base}.timeout"), s.timeout);
@@ -206,7 +217,10 @@ impl Checker<'_, '_> {
         }
         if let Some(max) = s.max_instances {
             if max == 0 {
-                self.error(&format!("{base}.maxInstances"), "maxInstances must be at least 1");
+                self.error(
+                    &format!("{base}.maxInstances"),
+                    "maxInstances must be at least 1",
+                );
             } else if s.concurrency_policy != ConcurrencyPolicy::Allow {
                 self.error_hint(
                     &format!("{base}.maxInstances"),
@@ -285,7 +299,10 @@ impl Checker<'_, '_> {
         }
         if t.command().is_none() && t.shell().is_none() {
             if !t.env().is_empty() {
-                self.error(&format!("{base}.env"), "`env` applies only to `command` and `shell` tasks");
+                self.error(
+                    &format!("{base}.env"),
+                    "`env` applies only to `command` and `shell` tasks",
+                );
             }
             if t.working_dir().is_some() {
                 self.error(
@@ -299,8 +316,9 @@ impl Checker<'_, '_> {
                 && !key.as_bytes()[0].is_ascii_digit()
                 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                self.error(
-                    &format!("{base}.env"),
+                let path = FieldPath::parse(base).key("env").key(key.clone());
+                self.error_at(
+                    path,
                     format!("`{key}` is not a valid environment variable name (letters, digits and _, not starting with a digit)"),
                 );
             }
@@ -312,7 +330,10 @@ impl Checker<'_, '_> {
             } else if shape.max_param > 1 {
                 self.error_hint(
                     &format!("{base}.sql"),
-                    format!("the SQL uses ${}, but only $1 (the run's parameters as jsonb) is bound", shape.max_param),
+                    format!(
+                        "the SQL uses ${}, but only $1 (the run's parameters as jsonb) is bound",
+                        shape.max_param
+                    ),
                     Some("read values from $1, e.g. ($1->>'user_id')::bigint".into()),
                 );
             } else if shape.max_param == 1 && shape.statements > 1 {
@@ -328,7 +349,10 @@ impl Checker<'_, '_> {
                 self.error_hint(
                     &format!("{base}.command"),
                     "the command is empty",
-                    Some("write the program and its arguments, e.g. [pg_dump, --format=custom, app]".into()),
+                    Some(
+                        "write the program and its arguments, e.g. [pg_dump, --format=custom, app]"
+                            .into(),
+                    ),
                 );
             }
         }
@@ -382,7 +406,11 @@ impl Checker<'_, '_> {
 
     fn timeout(&mut self, t: &TimeoutSpec) {
         let parts: Vec<&str> = t.table.split('.').collect();
-        if parts.len() > 2 || parts.iter().any(|p| p.trim().is_empty() || p.contains('\0')) {
+        if parts.len() > 2
+            || parts
+                .iter()
+                .any(|p| p.trim().is_empty() || p.contains('\0'))
+        {
             self.error_hint(
                 "spec.table",
                 format!("`{}` is not a table name", t.table),
@@ -398,9 +426,15 @@ impl Checker<'_, '_> {
         if let Some(condition) = &t.where_ {
             let shape = scan_sql(condition);
             if shape.statements == 0 {
-                self.error("spec.where", "the condition is empty; remove `where` to expire every row");
+                self.error(
+                    "spec.where",
+                    "the condition is empty; remove `where` to expire every row",
+                );
             } else if shape.statements > 1 {
-                self.error("spec.where", "`where` is one SQL condition; it must not contain `;`");
+                self.error(
+                    "spec.where",
+                    "`where` is one SQL condition; it must not contain `;`",
+                );
             } else if shape.max_param > 0 {
                 self.error("spec.where", "`where` cannot use $n parameters");
             }
@@ -494,6 +528,24 @@ impl Checker<'_, '_> {
     }
 }
 
+/// A hint for a time zone that does not exist: the zone meant, or what a zone name looks like.
+fn time_zone_hint(zone: &str) -> String {
+    let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+    // A city without its region: `Zurich` for `Europe/Zurich`.
+    let by_city = names.iter().find(|name| {
+        name.rsplit_once('/').is_some_and(|(_, city)| {
+            city.eq_ignore_ascii_case(zone) || city.replace('_', " ").eq_ignore_ascii_case(zone)
+        })
+    });
+    let close = closest(zone, names.iter().copied())
+        .filter(|close| zone.contains('/') || close.eq_ignore_ascii_case(zone));
+    match by_city.copied().or(close) {
+        Some(name) => format!("did you mean `{name}`?"),
+        // An abbreviation such as CEST: the closest name (EST, CET) would be a wrong guess.
+        None => "use an IANA time zone name such as `Europe/Zurich` or `America/New_York`; abbreviations such as CEST are not zones".into(),
+    }
+}
+
 /// For callers that keep the shown file name of each object.
 pub fn shown_path(dir: &Path, relative: &Path) -> PathBuf {
     if dir == Path::new(".") {
@@ -502,4 +554,3 @@ pub fn shown_path(dir: &Path, relative: &Path) -> PathBuf {
         dir.join(relative)
     }
 }
-

@@ -119,6 +119,32 @@ impl Node {
         }
     }
 
+    /// The node at `path`, if it exists.
+    pub fn at(&self, path: &FieldPath) -> Option<&Node> {
+        let mut node = self;
+        for segment in &path.0 {
+            node = match (segment, &node.value) {
+                (PathSegment::Key(k), NodeValue::Map(_)) => node.get(k)?,
+                (PathSegment::Index(i), NodeValue::Seq(items)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// A scalar as the user wrote it (near enough): `30`, `true`, `text`; `None` for
+    /// collections and null.
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.value {
+            NodeValue::Bool(b) => Some(b.to_string()),
+            NodeValue::Int(i) => Some(i.to_string()),
+            NodeValue::UInt(u) => Some(u.to_string()),
+            NodeValue::Float(f) => Some(f.to_string()),
+            NodeValue::Str(s) => Some(s.clone()),
+            NodeValue::Null | NodeValue::Seq(_) | NodeValue::Map(_) => None,
+        }
+    }
+
     /// Where the key `key` of this mapping stands.
     pub fn key_position(&self, key: &str) -> Option<Position> {
         match &self.value {
@@ -129,24 +155,65 @@ impl Node {
 
     /// The position of the value at `path`, or of the deepest ancestor that exists: an error
     /// about a missing field points at the mapping that lacks it.
+    ///
+    /// A value that starts on a later line than its key (a block mapping, a block list, a
+    /// `|` scalar) is located at its key: `env:` is where the user reads "env is wrong".
     pub fn locate(&self, path: &FieldPath) -> Option<Position> {
         let mut node = self;
         let mut best = self.position;
         for segment in &path.0 {
             let next = match (segment, &node.value) {
-                (PathSegment::Key(k), NodeValue::Map(_)) => node.get(k),
-                (PathSegment::Index(i), NodeValue::Seq(items)) => items.get(*i),
+                (PathSegment::Key(k), NodeValue::Map(entries)) => entries
+                    .iter()
+                    .find(|(key, _, _)| key == k)
+                    .map(|(_, key_position, value)| (value, *key_position)),
+                (PathSegment::Index(i), NodeValue::Seq(items)) => items.get(*i).map(|n| (n, None)),
                 _ => None,
             };
             match next {
-                Some(n) => {
+                Some((n, key_position)) => {
                     node = n;
-                    best = n.position.or(best);
+                    best = match (key_position, n.position) {
+                        (Some(key), Some(value)) if value.line > key.line => Some(key),
+                        (key, value) => value.or(key).or(best),
+                    };
                 }
                 None => break,
             }
         }
         best
+    }
+
+    /// Keys written twice in one mapping, anywhere in the tree: the path of each repeat, where
+    /// it stands and where the first one stands. (Parsing keeps repeats so that they can be
+    /// reported with their path, instead of failing the whole file or keeping one silently.)
+    pub fn duplicate_keys(&self) -> Vec<(FieldPath, Option<Position>, Option<Position>)> {
+        let mut found = Vec::new();
+        self.collect_duplicates(&FieldPath::root(), &mut found);
+        found
+    }
+
+    fn collect_duplicates(
+        &self,
+        path: &FieldPath,
+        found: &mut Vec<(FieldPath, Option<Position>, Option<Position>)>,
+    ) {
+        match &self.value {
+            NodeValue::Map(entries) => {
+                for (i, (key, position, value)) in entries.iter().enumerate() {
+                    if let Some((_, first, _)) = entries[..i].iter().find(|(k, _, _)| k == key) {
+                        found.push((path.key(key.clone()), *position, *first));
+                    }
+                    value.collect_duplicates(&path.key(key.clone()), found);
+                }
+            }
+            NodeValue::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    item.collect_duplicates(&path.index(i), found);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The position of the key `key` inside the mapping at `parent`: where an unknown field
@@ -197,9 +264,12 @@ pub struct SyntaxError {
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
     // Strict booleans: only true/false are booleans, so `suspend: yes` or a country code `no`
     // is never silently read as a boolean (the "Norway problem").
+    // Repeated keys are passed through to the tree and reported by the document loader with
+    // their field path (see `Node::duplicate_keys`).
     let options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
     };
     let docs: Vec<Spanned<NodeValueDe>> =
         serde_saphyr::from_str_multiple_with_options(text, options).map_err(|e| {
@@ -334,8 +404,8 @@ mod tests {
         assert_eq!(doc.locate(&FieldPath::parse("b.d")).unwrap().column, 6);
         assert_eq!(doc.locate(&FieldPath::parse("b.c[1]")).unwrap().line, 3);
         assert_eq!(doc.locate_key(&FieldPath::parse("b"), "d").unwrap().line, 4);
-        // A missing field points at the deepest existing ancestor.
-        assert_eq!(doc.locate(&FieldPath::parse("b.zzz")).unwrap().line, 3);
+        // A missing field points at the deepest existing ancestor (a block mapping: its key).
+        assert_eq!(doc.locate(&FieldPath::parse("b.zzz")).unwrap().line, 2);
         assert_eq!(docs[1].locate(&FieldPath::parse("[1]")).unwrap().line, 7);
     }
 
@@ -352,13 +422,39 @@ mod tests {
     fn syntax_errors_carry_a_position() {
         let err = parse_documents("a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
         assert!(err.position.is_some(), "{err:?}");
-        let dup = parse_documents("a: 1\na: 2\n").unwrap_err();
-        assert_eq!(dup.position.unwrap().line, 2, "{dup:?}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_kept_and_found_with_their_path() {
+        let docs = parse_documents("a: 1\nb:\n  - c: 1\n    c: 2\na: 2\n").unwrap();
+        let dups = docs[0].duplicate_keys();
+        let shown: Vec<(String, usize, usize)> = dups
+            .iter()
+            .map(|(p, at, first)| (p.to_string(), at.unwrap().line, first.unwrap().line))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![("b[0].c".to_string(), 4, 3), ("a".to_string(), 5, 1)]
+        );
+    }
+
+    #[test]
+    fn values_on_later_lines_are_located_at_their_key() {
+        let docs = parse_documents("a:\n  b: 1\nc: |\n  text\nd: [1]\n").unwrap();
+        let doc = &docs[0];
+        assert_eq!(doc.locate(&FieldPath::parse("a")).unwrap().line, 1);
+        assert_eq!(doc.locate(&FieldPath::parse("a.b")).unwrap().line, 2);
+        assert_eq!(doc.locate(&FieldPath::parse("c")).unwrap().line, 3);
+        assert_eq!(doc.locate(&FieldPath::parse("d")).unwrap().column, 4);
     }
 
     #[test]
     fn field_paths_render_and_parse() {
-        let p = FieldPath::root().key("spec").key("steps").index(1).key("name");
+        let p = FieldPath::root()
+            .key("spec")
+            .key("steps")
+            .index(1)
+            .key("name");
         assert_eq!(p.to_string(), "spec.steps[1].name");
         assert_eq!(FieldPath::parse("spec.steps[1].name"), p);
     }

@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both install what they need.
+CARGO ?= cargo
+EXAMPLES ?= examples
+
+.PHONY: run test bench build deps schemas clean
+
+deps:
+	@scripts/ensure-postgres.sh
+	@scripts/ensure-rust-tools.sh
+
+build:
+	$(CARGO) build --release
+
+## run: pgsched on examples/ with the embedded default PostgreSQL (under .pgsched/).
+run: deps build
+	@scripts/run-examples.sh $(EXAMPLES)
+
+## test: formatting, lints, and every test (unit and integration, against a private PostgreSQL).
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+## bench: the benchmarks; they print their figures.
+bench: deps
+	$(CARGO) bench
+
+## schemas: regenerate schemas/ after changing the spec model.
+schemas:
+	$(CARGO) run -q -- schema --out schemas
+
+clean:
+	$(CARGO) clean
+	rm -rf .pgsched

@@ -1,0 +1,136 @@
+//! One reconcile: load the spec directory, compare it with the tables, check what would
+//! change against the live schema, and (for `apply`) write the changes in one transaction
+//! under the reconcile lock. `plan`, `apply` and the sidecar all go through here.
+
+use crate::plan::{make_plan, Action, DesiredObject, Plan};
+use crate::spec::{load_dir, Object, SpecError};
+use crate::store::checks::{check_objects, CheckReport};
+use crate::store::objects::{apply_changes, lock_reconcile, read_actual};
+use crate::store::{migrations::migrate, Context, StoreError};
+use std::collections::HashSet;
+use std::path::Path;
+use tokio_postgres::Client;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A plan with what the checks found.
+#[derive(Debug)]
+pub struct PlanReport {
+    pub plan: Plan,
+    pub checks: CheckReport,
+}
+
+impl PlanReport {
+    /// Errors that stop an apply: bad SQL, missing tables, names taken by hand-made rows.
+    pub fn has_errors(&self) -> bool {
+        !self.checks.errors.is_empty() || !self.plan.conflicts.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The spec directory has errors: nothing was compared or changed.
+    Invalid(Vec<SpecError>),
+    /// A plan was made (and, for apply, written unless it had errors or was refused).
+    Planned(PlanReport),
+    /// Apply refused because it would delete every managed object.
+    RefusedWipeOut(PlanReport),
+    /// Apply wrote the plan.
+    Applied(PlanReport),
+}
+
+fn desired_of(objects: &[Object]) -> Vec<DesiredObject> {
+    objects.iter().map(DesiredObject::from_object).collect()
+}
+
+async fn checked_plan(
+    client: &Client,
+    dir: &Path,
+    objects: &[Object],
+) -> Result<PlanReport, ReconcileError> {
+    let actual = read_actual(client).await?;
+    let plan = make_plan(&desired_of(objects), &actual);
+    let changed: HashSet<(crate::spec::Kind, &str)> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Delete)
+        .map(|c| (c.kind, c.name.as_str()))
+        .collect();
+    let to_check: Vec<&Object> = objects
+        .iter()
+        .filter(|o| changed.contains(&(o.kind, o.name())))
+        .collect();
+    let checks = check_objects(client, &to_check, dir).await?;
+    Ok(PlanReport { plan, checks })
+}
+
+/// The dry run: what `apply` would change. Migrates the schema (so there is something to
+/// compare with) but changes no object.
+pub async fn plan(client: &mut Client, dir: &Path) -> Result<Outcome, ReconcileError> {
+    let loaded = load_dir(dir);
+    if !loaded.is_valid() {
+        return Ok(Outcome::Invalid(loaded.errors));
+    }
+    migrate(client).await?;
+    Ok(Outcome::Planned(
+        checked_plan(client, dir, &loaded.objects).await?,
+    ))
+}
+
+/// Reconciles once: the plan, applied in one transaction. Nothing is written when the
+/// directory has errors, a check fails, or the plan would delete every managed object
+/// without `allow_empty`.
+pub async fn apply(
+    client: &mut Client,
+    dir: &Path,
+    allow_empty: bool,
+) -> Result<Outcome, ReconcileError> {
+    let loaded = load_dir(dir);
+    if !loaded.is_valid() {
+        return Ok(Outcome::Invalid(loaded.errors));
+    }
+    apply_objects(client, dir, &loaded.objects, allow_empty).await
+}
+
+/// Applies an already loaded, valid set of objects (the sidecar keeps the last good set).
+pub async fn apply_objects(
+    client: &mut Client,
+    dir: &Path,
+    objects: &[Object],
+    allow_empty: bool,
+) -> Result<Outcome, ReconcileError> {
+    migrate(client).await?;
+    // Checks run before the transaction: a failed PREPARE inside it would abort it.
+    let report = checked_plan(client, dir, objects).await?;
+    if report.has_errors() {
+        return Ok(Outcome::Planned(report));
+    }
+    if report.plan.is_empty() {
+        return Ok(Outcome::Applied(report));
+    }
+    let tx = client.transaction().await.context("starting the apply")?;
+    lock_reconcile(&tx).await?;
+    // Compare again under the lock: another apply may have written in between.
+    let actual = read_actual(&tx).await?;
+    let plan = make_plan(&desired_of(objects), &actual);
+    let report = PlanReport {
+        plan,
+        checks: report.checks,
+    };
+    if !report.plan.conflicts.is_empty() {
+        return Ok(Outcome::Planned(report));
+    }
+    if report.plan.deletes_everything() && !allow_empty {
+        return Ok(Outcome::RefusedWipeOut(report));
+    }
+    apply_changes(&tx, &report.plan).await?;
+    tx.commit().await.context("committing the apply")?;
+    for change in report.plan.changes.iter().filter(|c| c.drift) {
+        tracing::warn!(object = %change.key(), "drift repaired: the row was changed in the database by hand; restored the spec files' version");
+    }
+    Ok(Outcome::Applied(report))
+}

@@ -1,0 +1,279 @@
+//! Checks against the live database at plan time, before anything is applied: a Timeout's
+//! table and columns exist with the right types, and SQL task bodies compile (PREPARE, which
+//! has no side effects), so a misspelt table fails in review, not at 2 a.m.
+
+use super::{describe_pg_error, split_table, Context, StoreError};
+use crate::spec::error::did_you_mean;
+use crate::spec::sql::scan_sql;
+use crate::spec::validate::shown_path;
+use crate::spec::{Object, ObjectSpec, SpecError, TimeoutSpec};
+use futures_util::future::join_all;
+use std::path::Path;
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
+
+/// What the checks found: errors that stop the plan, and what could not be checked.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub errors: Vec<SpecError>,
+    /// `job/x spec.sql: not checked: ...`, for the plan to say what it did not verify.
+    pub unchecked: Vec<String>,
+}
+
+/// Statements PostgreSQL can PREPARE: the ones worth checking.
+const PREPARABLE: [&str; 7] = [
+    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "TABLE",
+];
+
+/// The first keyword of a SQL body, after comments and opening parentheses.
+fn first_keyword(sql: &str) -> String {
+    let mut rest = sql;
+    loop {
+        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(after) = trimmed.strip_prefix("--") {
+            rest = after.split_once('\n').map(|x| x.1).unwrap_or("");
+        } else if let Some(after) = trimmed.strip_prefix("/*") {
+            rest = after.split_once("*/").map(|x| x.1).unwrap_or("");
+        } else {
+            return trimmed
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect::<String>()
+                .to_ascii_uppercase();
+        }
+    }
+}
+
+struct SqlTarget<'a> {
+    object: &'a Object,
+    path: String,
+    sql: &'a str,
+}
+
+/// Runs every check for the given objects (the ones a plan creates or changes).
+pub async fn check_objects(
+    client: &Client,
+    objects: &[&Object],
+    dir: &Path,
+) -> Result<CheckReport, StoreError> {
+    let mut report = CheckReport::default();
+    let mut targets = Vec::new();
+    for object in objects {
+        match &object.spec {
+            ObjectSpec::Job(job) => {
+                if let Some(sql) = &job.sql {
+                    if let Some(db) = &job.database {
+                        report.unchecked.push(format!(
+                            "{} spec.sql: runs on connection `{db}`; only SQL on the scheduler's database is checked",
+                            object.key()
+                        ));
+                    } else {
+                        targets.push(SqlTarget {
+                            object,
+                            path: "spec.sql".into(),
+                            sql,
+                        });
+                    }
+                }
+            }
+            ObjectSpec::Chain(chain) => {
+                // A step may use what an earlier step created (a temporary table, say): once a
+                // step is not a plain query, later steps cannot be checked on their own.
+                let mut after_ddl: Option<String> = None;
+                for (i, step) in chain.steps.iter().enumerate() {
+                    let Some(sql) = &step.sql else { continue };
+                    let path = format!("spec.steps[{i}].sql");
+                    let step_name = step
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("step-{}", i + 1));
+                    if let Some(db) = &step.database {
+                        report.unchecked.push(format!(
+                            "{} {path}: runs on connection `{db}`; only SQL on the scheduler's database is checked",
+                            object.key()
+                        ));
+                    } else if let Some(earlier) = &after_ddl {
+                        report.unchecked.push(format!(
+                            "{} {path}: may depend on what step `{earlier}` creates; not checked on its own",
+                            object.key()
+                        ));
+                    } else {
+                        targets.push(SqlTarget { object, path, sql });
+                    }
+                    let shape = scan_sql(sql);
+                    if shape.statements != 1 || !PREPARABLE.contains(&first_keyword(sql).as_str()) {
+                        after_ddl.get_or_insert(step_name);
+                    }
+                }
+            }
+            ObjectSpec::Timeout(timeout) => {
+                check_timeout(client, object, timeout, dir, &mut report).await?
+            }
+            ObjectSpec::Connection(_) => {}
+        }
+    }
+
+    let mut prepared = Vec::new();
+    for target in &targets {
+        let shape = scan_sql(target.sql);
+        let keyword = first_keyword(target.sql);
+        if shape.statements != 1 {
+            report.unchecked.push(format!(
+                "{} {}: {} statements run as one batch; only single statements are checked",
+                target.object.key(),
+                target.path,
+                shape.statements
+            ));
+        } else if !PREPARABLE.contains(&keyword.as_str()) {
+            report.unchecked.push(format!(
+                "{} {}: {keyword} cannot be prepared; only SELECT, INSERT, UPDATE, DELETE and WITH are checked",
+                target.object.key(),
+                target.path
+            ));
+        } else {
+            prepared.push(target);
+        }
+    }
+    // Prepares are pipelined on the one connection: thousands cost one round trip's wait each
+    // at most, not in sequence. Each is its own protocol exchange, so one failure does not
+    // affect the others, and preparing changes nothing in the database.
+    let results = join_all(prepared.iter().map(|t| {
+        let types: &[Type] = if scan_sql(t.sql).max_param == 1 {
+            &[Type::JSONB]
+        } else {
+            &[]
+        };
+        client.prepare_typed(t.sql, types)
+    }))
+    .await;
+    for (target, result) in prepared.iter().zip(results) {
+        if let Err(e) = result {
+            if e.as_db_error().is_none() {
+                return Err(e).context("checking SQL against the database");
+            }
+            let shown = shown_path(dir, &target.object.source.file);
+            report.errors.push(
+                SpecError::new(
+                    shown,
+                    format!("the SQL does not compile: {}", describe_pg_error(&e)),
+                )
+                .at(target.object.locate(&target.path))
+                .field(crate::spec::yaml::FieldPath::parse(&target.path)),
+            );
+        }
+    }
+    report.unchecked.sort();
+    Ok(report)
+}
+
+async fn check_timeout(
+    client: &Client,
+    object: &Object,
+    spec: &TimeoutSpec,
+    dir: &Path,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    let shown = shown_path(dir, &object.source.file);
+    let error = |path: &str, message: String| {
+        SpecError::new(&shown, message)
+            .at(object.locate(path))
+            .field(crate::spec::yaml::FieldPath::parse(path))
+    };
+    let (schema, table) = split_table(&spec.table);
+    let row = client
+        .query_opt(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &table],
+        )
+        .await
+        .context("looking up a Timeout's table")?;
+    let Some(row) = row else {
+        let tables: Vec<String> = client
+            .query(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+                &[&schema],
+            )
+            .await
+            .context("listing tables")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut e = error(
+            "spec.table",
+            format!("table {schema}.{table} does not exist"),
+        );
+        e.hint = did_you_mean(&table, tables.iter().map(String::as_str))
+            .or_else(|| Some("create the table first, or fix the name (schema.table; the schema defaults to public)".into()));
+        report.errors.push(e);
+        return Ok(());
+    };
+    let oid: u32 = row.get(0);
+    let columns: Vec<(String, String)> = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            &[&oid],
+        )
+        .await
+        .context("reading a Timeout's columns")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let names = || columns.iter().map(|c| c.0.as_str());
+    let missing = |path: &str, column: &str, report: &mut CheckReport| {
+        let mut e = error(
+            path,
+            format!("column `{column}` does not exist in {schema}.{table}"),
+        );
+        e.hint = did_you_mean(column, names());
+        report.errors.push(e);
+    };
+    match columns.iter().find(|c| c.0 == spec.column) {
+        None => missing("spec.column", &spec.column, report),
+        Some((_, ty)) if !ty.starts_with("timestamp") => report.errors.push(error(
+            "spec.column",
+            format!(
+                "column `{}` is {ty}; a Timeout needs a timestamptz or timestamp column",
+                spec.column
+            ),
+        )),
+        Some(_) => {}
+    }
+    for column in spec.set.iter().flat_map(|s| s.keys()) {
+        if !columns.iter().any(|c| &c.0 == column) {
+            missing(&format!("spec.set.{column}"), column, report);
+        }
+    }
+    if let Some(condition) = &spec.where_ {
+        let probe = format!(
+            "SELECT 1 FROM {}.{} WHERE ({condition}) LIMIT 0",
+            super::quote_ident(&schema),
+            super::quote_ident(&table)
+        );
+        if let Err(e) = client.prepare(&probe).await {
+            if e.as_db_error().is_none() {
+                return Err(e).context("checking a Timeout's condition");
+            }
+            report.errors.push(error(
+                "spec.where",
+                format!("the condition does not compile: {}", describe_pg_error(&e)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_keyword;
+
+    #[test]
+    fn first_keywords() {
+        assert_eq!(first_keyword("  select 1"), "SELECT");
+        assert_eq!(first_keyword("-- note\n/* x */ (SELECT 1)"), "SELECT");
+        assert_eq!(first_keyword("VACUUM booking"), "VACUUM");
+        assert_eq!(first_keyword(""), "");
+    }
+}

@@ -1,0 +1,75 @@
+//! Versioned migrations embedded in the binary. Each is applied once, in order, in a
+//! transaction that first takes an advisory lock, so replicas starting together take turns
+//! and the second finds the work done.
+
+use super::{Context, StoreError, LOCK_CLASS, LOCK_MIGRATE};
+
+/// (version, name, SQL), in order. Append only: a released migration is never edited.
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+
+/// The latest schema version this binary knows.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+/// Brings the `pgsched` schema up to date; returns the versions applied now.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .context("starting the migration")?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_CLASS, &LOCK_MIGRATE],
+    )
+    .await
+    .context("waiting for the migration lock")?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS pgsched;
+         CREATE TABLE IF NOT EXISTS pgsched.schema_migrations (
+             version    int PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+    )
+    .await
+    .context("creating the pgsched schema")?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM pgsched.schema_migrations", &[])
+        .await
+        .context("reading applied migrations")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(newer) = applied
+        .iter()
+        .copied()
+        .filter(|v| *v > latest_version())
+        .max()
+    {
+        // An older binary must not run against a schema it does not understand.
+        return Err(StoreError::SchemaTooNew {
+            found: newer,
+            known: latest_version(),
+        });
+    }
+    let mut now_applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .context(format!("applying migration {version} ({name})"))?;
+        tx.execute(
+            "INSERT INTO pgsched.schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .context("recording the migration")?;
+        now_applied.push(*version);
+    }
+    tx.commit().await.context("committing migrations")?;
+    Ok(now_applied)
+}

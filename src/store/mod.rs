@@ -1,0 +1,112 @@
+//! Everything that speaks SQL: connecting, migrations, reading the managed objects, applying
+//! a plan in one transaction, and the plan-time checks against the live schema. Every
+//! identifier that comes from a spec is quoted and every value is bound as a parameter.
+
+pub mod checks;
+pub mod migrations;
+pub mod objects;
+
+/// Advisory lock keys (two-int form, first int "pgsc"). One for migrations, one for applying
+/// plans, so two processes starting or reconciling at once take turns.
+pub const LOCK_CLASS: i32 = 0x7067_7363;
+pub const LOCK_MIGRATE: i32 = 1;
+pub const LOCK_RECONCILE: i32 = 2;
+
+/// A database error with what pgsched was doing when it happened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{context}: {}", describe_pg_error(.source))]
+    Db {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("the pgsched schema is at version {found}, newer than this pgsched knows ({known}); upgrade pgsched")]
+    SchemaTooNew { found: i32, known: i32 },
+}
+
+impl StoreError {
+    /// The server's SQLSTATE, when the server raised the error.
+    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            StoreError::Db { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+}
+
+/// Adds context to a tokio-postgres result.
+pub trait Context<T> {
+    fn context(self, what: impl Into<String>) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, what: impl Into<String>) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Db {
+            context: what.into(),
+            source,
+        })
+    }
+}
+
+/// The server's message with its detail and hint, rather than tokio-postgres' terse "db error".
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_string();
+            if let Some(detail) = db.detail() {
+                s.push_str(&format!(" ({detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                s.push_str(&format!("; hint: {hint}"));
+            }
+            s
+        }
+        None => {
+            let text = e.to_string();
+            match std::error::Error::source(e) {
+                Some(inner) => format!("{text}: {inner}"),
+                None => text,
+            }
+        }
+    }
+}
+
+/// Opens a connection and drives it on a background task.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Quotes an identifier for SQL: `booking` → `"booking"`, with inner quotes doubled.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// `schema.table` or `table` (schema `public`) → (schema, table).
+pub fn split_table(table: &str) -> (String, String) {
+    match table.split_once('.') {
+        Some((schema, name)) => (schema.to_string(), name.to_string()),
+        None => ("public".to_string(), table.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("booking"), "\"booking\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(split_table("app.booking"), ("app".into(), "booking".into()));
+        assert_eq!(split_table("booking"), ("public".into(), "booking".into()));
+    }
+}

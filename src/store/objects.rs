@@ -1,0 +1,194 @@
+//! Reading the managed objects and applying a plan to them.
+
+use super::{Context, StoreError, LOCK_CLASS, LOCK_RECONCILE};
+use crate::plan::{Action, ActualObject, Change, Plan};
+use crate::spec::Kind;
+use serde_json::{json, Value};
+use tokio_postgres::GenericClient;
+
+/// Every object row, managed or not. For chains, the steps are read back from
+/// `chain_steps`, so a hand edit of a step shows up as drift like any other.
+const READ_ACTUAL: &str = "
+    SELECT j.kind, j.name,
+           CASE WHEN j.kind = 'Chain' THEN jsonb_set(j.spec, '{steps}', coalesce(
+               (SELECT jsonb_agg(s.spec ORDER BY s.position) FROM pgsched.chain_steps s
+                WHERE s.chain = j.name), '[]'::jsonb))
+           ELSE j.spec END,
+           j.labels, coalesce(j.source_file, ''), coalesce(j.spec_hash, ''), j.generation, j.managed
+      FROM pgsched.jobs j
+    UNION ALL
+    SELECT 'Timeout', name, spec, labels, coalesce(source_file, ''), coalesce(spec_hash, ''), generation, managed
+      FROM pgsched.timeouts
+    UNION ALL
+    SELECT 'Connection', name, spec, labels, coalesce(source_file, ''), coalesce(spec_hash, ''), generation, managed
+      FROM pgsched.connections";
+
+pub async fn read_actual(client: &impl GenericClient) -> Result<Vec<ActualObject>, StoreError> {
+    let rows = client
+        .query(READ_ACTUAL, &[])
+        .await
+        .context("reading the objects in the pgsched schema")?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let kind: String = r.get(0);
+            Some(ActualObject {
+                kind: Kind::parse(&kind)?,
+                name: r.get(1),
+                spec: r.get(2),
+                labels: r.get(3),
+                source_file: r.get(4),
+                spec_hash: r.get(5),
+                generation: r.get(6),
+                managed: r.get(7),
+            })
+        })
+        .collect())
+}
+
+/// Takes the reconcile lock for the rest of the transaction.
+pub async fn lock_reconcile(tx: &impl GenericClient) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_CLASS, &LOCK_RECONCILE],
+    )
+    .await
+    .context("waiting for the reconcile lock")?;
+    Ok(())
+}
+
+fn table_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Job | Kind::Chain => "pgsched.jobs",
+        Kind::Timeout => "pgsched.timeouts",
+        Kind::Connection => "pgsched.connections",
+    }
+}
+
+/// Applies the plan's changes inside the caller's transaction: deletes first (so a name can
+/// move from a job to a chain), then creates and updates in bulk, one statement per table.
+pub async fn apply_changes(tx: &impl GenericClient, plan: &Plan) -> Result<(), StoreError> {
+    let deletes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
+    for table in ["pgsched.jobs", "pgsched.timeouts", "pgsched.connections"] {
+        let names: Vec<&str> = deletes
+            .iter()
+            .filter(|c| table_of(c.kind) == table)
+            .map(|c| c.name.as_str())
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        if table == "pgsched.jobs" {
+            // Runs that have not started will not start; running ones finish; history stays.
+            tx.execute(
+                "UPDATE pgsched.runs SET status = 'cancelled', finished_at = now(),
+                        error = 'the job was removed from the spec directory'
+                  WHERE job = ANY($1) AND status = 'pending'",
+                &[&names],
+            )
+            .await
+            .context("cancelling pending runs of removed jobs")?;
+        }
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE name = ANY($1) AND managed"),
+            &[&names],
+        )
+        .await
+        .context(format!("deleting from {table}"))?;
+    }
+
+    let upserts: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Delete)
+        .collect();
+    for table in ["pgsched.connections", "pgsched.jobs", "pgsched.timeouts"] {
+        let records: Vec<Value> = upserts
+            .iter()
+            .filter(|c| table_of(c.kind) == table)
+            .filter_map(|c| {
+                let d = c.desired.as_ref()?;
+                Some(json!({
+                    "name": d.name,
+                    "kind": d.kind.as_str(),
+                    "spec": d.spec,
+                    "labels": d.labels,
+                    "source_file": d.source_file,
+                    "spec_hash": d.spec_hash,
+                    "generation": c.generation,
+                }))
+            })
+            .collect();
+        if records.is_empty() {
+            continue;
+        }
+        let kind_column = if table == "pgsched.jobs" {
+            "kind, "
+        } else {
+            ""
+        };
+        let kind_value = if table == "pgsched.jobs" {
+            "r.kind, "
+        } else {
+            ""
+        };
+        let kind_update = if table == "pgsched.jobs" {
+            "kind = excluded.kind, "
+        } else {
+            ""
+        };
+        let sql = format!(
+            "INSERT INTO {table} (name, {kind_column}spec, labels, source_file, spec_hash, generation, managed)
+             SELECT r.name, {kind_value}r.spec, r.labels, r.source_file, r.spec_hash, r.generation, true
+               FROM jsonb_to_recordset($1::jsonb) AS r(name text, kind text, spec jsonb, labels jsonb,
+                                                      source_file text, spec_hash text, generation bigint)
+             ON CONFLICT (name) DO UPDATE SET {kind_update}spec = excluded.spec, labels = excluded.labels,
+                    source_file = excluded.source_file, spec_hash = excluded.spec_hash,
+                    generation = excluded.generation, updated_at = now()
+              WHERE {table}.managed"
+        );
+        tx.execute(&sql, &[&Value::Array(records)])
+            .await
+            .context(format!("writing {table}"))?;
+    }
+
+    // Chain steps follow their chain's spec: rewritten whole for every created or changed chain.
+    let chains: Vec<&Change> = upserts
+        .iter()
+        .copied()
+        .filter(|c| c.kind == Kind::Chain)
+        .collect();
+    if !chains.is_empty() {
+        let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
+        tx.execute(
+            "DELETE FROM pgsched.chain_steps WHERE chain = ANY($1)",
+            &[&names],
+        )
+        .await
+        .context("clearing chain steps")?;
+        let mut steps = Vec::new();
+        for c in &chains {
+            let Some(d) = &c.desired else { continue };
+            for (i, step) in d.spec["steps"].as_array().into_iter().flatten().enumerate() {
+                let name = step["name"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("step-{}", i + 1));
+                steps.push(json!({"chain": d.name, "position": i + 1, "name": name, "spec": step}));
+            }
+        }
+        tx.execute(
+            "INSERT INTO pgsched.chain_steps (chain, position, name, spec)
+             SELECT r.chain, r.position, r.name, r.spec
+               FROM jsonb_to_recordset($1::jsonb) AS r(chain text, position int, name text, spec jsonb)",
+            &[&Value::Array(steps)],
+        )
+        .await
+        .context("writing chain steps")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The checked-in JSON Schemas under schemas/ must be what `pgsched schema --out schemas`
+//! writes today, and every example must point editors at them.
+
+use pgsched::spec::schema::all_schemas;
+use std::path::Path;
+
+#[test]
+fn checked_in_schemas_are_current() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let mut stale = Vec::new();
+    for (name, text) in all_schemas() {
+        match std::fs::read_to_string(dir.join(&name)) {
+            Ok(on_disk) if on_disk == text => {}
+            _ => stale.push(name),
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "schemas/ is stale ({}): run `cargo run -- schema --out schemas` and commit the result",
+        stale.join(", ")
+    );
+}
+
+#[test]
+fn schemas_describe_fields_and_reject_unknown_ones() {
+    for (name, text) in all_schemas() {
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value["$schema"], "http://json-schema.org/draft-07/schema#",
+            "{name}"
+        );
+        if name != "pgsched.schema.json" {
+            assert_eq!(value["additionalProperties"], false, "{name}");
+            assert_eq!(
+                value["properties"]["spec"]["additionalProperties"], false,
+                "{name}"
+            );
+        }
+    }
+    let job: serde_json::Value = serde_json::from_str(
+        &all_schemas()
+            .into_iter()
+            .find(|(n, _)| n == "job.schema.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let schedule = &job["properties"]["spec"]["properties"]["schedule"];
+    assert!(schedule["description"].as_str().unwrap().contains("cron"));
+}
+
+#[test]
+fn every_example_starts_with_the_schema_modeline() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in walk(&examples) {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("# yaml-language-server: $schema=")
+                && first.ends_with("schemas/pgsched.schema.json"),
+            "{} does not start with the yaml-language-server modeline",
+            entry.display()
+        );
+        let target = first.split("$schema=").nth(1).unwrap();
+        assert!(
+            entry.parent().unwrap().join(target).exists(),
+            "{}: {target} does not exist",
+            entry.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+            && !path.to_string_lossy().ends_with(".status.yaml")
+        {
+            out.push(path);
+        }
+    }
+    out
+}
