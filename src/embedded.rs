@@ -10,7 +10,10 @@
 //!   socket/        the server's Unix socket directory, mode 0700
 //!                  (/tmp/pgsched-XXXXXX instead when this path is too long for a socket)
 //!   postgres.log   the server log
-//!   .lock          held while starting, so two processes never initdb or start one cluster at once
+//!   .lock          held while starting or stopping on drop, so two processes never race there
+//!   .in-use        share-locked by every process using the server; drop stops it only when no
+//!                  other process holds it, so one pgsched exiting never pulls the server from
+//!                  under another that reused it
 //! ```
 //!
 //! The server listens on its Unix socket only, never on TCP. PostgreSQL refuses to run as root, so
@@ -282,6 +285,8 @@ pub struct EmbeddedPostgres {
     reused: bool,
     /// A directory we made under /tmp, to be removed once the server is gone.
     socket_dir_is_temporary: bool,
+    /// Our shared lock on `.in-use`, held from start to drop.
+    in_use: Option<File>,
 }
 
 impl EmbeddedPostgres {
@@ -310,7 +315,7 @@ impl EmbeddedPostgres {
         };
         let server_user = server_user()?;
         let dir = prepare_cluster_dir(dir, server_user)?;
-        let _lock = lock_exclusive(&dir.join(".lock"))?;
+        let _starting = lock(&dir.join(".lock"), libc::LOCK_EX)?;
 
         // Until the server is ours, dropping `pg` on an error must not stop anything.
         let mut pg = EmbeddedPostgres {
@@ -326,7 +331,10 @@ impl EmbeddedPostgres {
             stop_on_drop: false,
             reused: false,
             socket_dir_is_temporary: false,
+            in_use: None,
         };
+        // Taken under the start lock, so a process stopping on drop cannot miss us.
+        pg.in_use = Some(lock(&pg.dir.join(".in-use"), libc::LOCK_SH)?);
         if let Some((socket_dir, port)) = pg.find_running_server()? {
             tracing::info!(data_dir = %pg.data_dir.display(), port, "reusing the running embedded PostgreSQL");
             pg.socket_dir = socket_dir;
@@ -417,6 +425,20 @@ impl EmbeddedPostgres {
             Err(_) if !self.is_running() => Ok(()),
             result => result.map(drop),
         }
+    }
+
+    /// Stops the server unless another process also uses it.
+    fn stop_unless_shared(&mut self) -> Result<(), EmbeddedError> {
+        let _starting = lock(&self.dir.join(".lock"), libc::LOCK_EX)?;
+        if let Some(in_use) = &self.in_use {
+            // Converting our shared lock to exclusive fails while anyone else holds one.
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(in_use.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                tracing::info!(data_dir = %self.data_dir.display(), "leaving the embedded PostgreSQL running: another process uses it");
+                return Ok(());
+            }
+        }
+        self.stop()
     }
 
     /// Stops the server if it runs and starts it again on the same socket and port, so
@@ -627,7 +649,7 @@ impl EmbeddedPostgres {
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         if self.stop_on_drop {
-            if let Err(err) = self.stop() {
+            if let Err(err) = self.stop_unless_shared() {
                 tracing::warn!(error = %err, data_dir = %self.data_dir.display(), "could not stop the embedded PostgreSQL");
             }
         }
@@ -713,8 +735,8 @@ fn chown(path: &Path, user: ServerUser) -> Result<(), EmbeddedError> {
         .map_err(io_error("change the owner of", path))
 }
 
-/// Released when the returned file is closed.
-fn lock_exclusive(path: &Path) -> Result<File, EmbeddedError> {
+/// `flock(operation)` on `path`, created if missing; released when the returned file is closed.
+fn lock(path: &Path, operation: libc::c_int) -> Result<File, EmbeddedError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -723,7 +745,7 @@ fn lock_exclusive(path: &Path) -> Result<File, EmbeddedError> {
         .map_err(io_error("open", path))?;
     loop {
         // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
             return Ok(file);
         }
         let err = io::Error::last_os_error();

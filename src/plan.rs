@@ -418,7 +418,7 @@ mod tests {
             }
         );
 
-        let same = make_plan(&[a.clone()], &[actual_of(&a, 1)]);
+        let same = make_plan(std::slice::from_ref(&a), &[actual_of(&a, 1)]);
         assert!(same.is_empty());
     }
 
@@ -477,7 +477,7 @@ mod tests {
         let b = desired(Kind::Job, "b", json!({"sql": "SELECT 1"}));
         let actual = vec![actual_of(&a, 1), actual_of(&b, 1)];
         assert!(make_plan(&[], &actual).deletes_everything());
-        assert!(!make_plan(&[a.clone()], &actual).deletes_everything());
+        assert!(!make_plan(std::slice::from_ref(&a), &actual).deletes_everything());
         // Replacing everything with something else is a wipe-out too.
         let c = desired(Kind::Job, "c", json!({"sql": "SELECT 1"}));
         assert!(make_plan(&[c], &actual).deletes_everything());
@@ -501,14 +501,17 @@ mod tests {
     #[test]
     fn text_rendering_has_headers_bodies_and_summary() {
         let a = desired(Kind::Job, "a", json!({"sql": "SELECT 1"}));
-        let text = render_text(&make_plan(&[a.clone()], &[]), Style::PLAIN);
+        let text = render_text(&make_plan(std::slice::from_ref(&a), &[]), Style::PLAIN);
         assert!(text.starts_with("+ job/a\n"), "{text}");
         assert!(text.contains("    + source: jobs.yaml"), "{text}");
         assert!(
             text.ends_with("Plan: 1 to add, 0 to change, 0 to delete.\n"),
             "{text}"
         );
-        let none = render_text(&make_plan(&[a.clone()], &[actual_of(&a, 1)]), Style::PLAIN);
+        let none = render_text(
+            &make_plan(std::slice::from_ref(&a), &[actual_of(&a, 1)]),
+            Style::PLAIN,
+        );
         assert!(none.contains("No changes"), "{none}");
         let coloured = render_text(&make_plan(&[a], &[]), Style::COLOR);
         assert!(coloured.contains("\x1b[32m+ job/a"), "{coloured}");

@@ -54,8 +54,8 @@ pub struct CronSchedule {
     /// What users see: the expression with its whitespace normalised, or the macro's name.
     text: String,
     /// Always 6 numeric fields (seconds first), so croner never sees names or macros and its own
-    /// extensions cannot slip through.
-    cron: Cron,
+    /// extensions cannot slip through. Boxed: a parsed pattern is several hundred bytes.
+    cron: Box<Cron>,
     /// cronie's "wildcard" job: keeps real-time cadence across DST changes (see module doc).
     interval: bool,
     /// False when no calendar day can ever match (`0 0 30 2 *`); saves a search to year 5000.
@@ -279,7 +279,8 @@ impl fmt::Display for Schedule {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
-const MACROS: [&str; 10] = [
+/// What an unknown macro is compared against for a "did you mean".
+const MACROS: [&str; 9] = [
     "@yearly",
     "@annually",
     "@monthly",
@@ -289,7 +290,6 @@ const MACROS: [&str; 10] = [
     "@hourly",
     "@every",
     "@after",
-    "@reboot",
 ];
 
 fn parse_macro(text: &str) -> Result<Schedule, ScheduleError> {
@@ -316,7 +316,7 @@ fn parse_macro(text: &str) -> Result<Schedule, ScheduleError> {
     };
     if !argument.is_empty() {
         return Err(ScheduleError::UnexpectedArgument {
-            name: canonical.to_string(),
+            name: name.to_string(),
             argument: argument.to_string(),
         });
     }
@@ -456,7 +456,7 @@ fn build_cron(text: String, fields: &[&str]) -> Result<CronSchedule, ScheduleErr
         })?;
     Ok(CronSchedule {
         text,
-        cron,
+        cron: Box::new(cron),
         interval,
         fires,
     })
@@ -666,8 +666,8 @@ fn closest_time_zone(name: &str) -> Option<&'static str> {
 // one. Crossing into the next segment is where the DST rules apply. chrono-tz does not list its
 // transitions, so they are found by probing offsets.
 
-/// The most segments one search crosses before giving up; a DST zone has two a year, and the
-/// rarest pattern that can match at all (Feb 29 on a Monday) recurs within 28 years.
+/// The most segments one search crosses before giving up: a DST zone has two a year, and the
+/// rarest patterns that match at all (Feb 29 that is also a Monday) recur within a few decades.
 const MAX_SEGMENTS: usize = 1_000;
 
 /// Offsets are probed this far apart (seconds), then bisected. No zone changes its offset and back
@@ -926,7 +926,7 @@ mod tests {
             ("0 0 * * 5#2", "`#` is Quartz cron syntax"),
             (
                 "0 0 ? * MON",
-                "`?` is Quartz cron syntax; write `*` instead",
+                "`?` is Quartz cron syntax, which pgsched does not support; write `*` instead",
             ),
             ("0 0 * * +1", "day-of-week field `+1`"),
             (
@@ -1457,47 +1457,129 @@ mod tests {
 
     #[test]
     fn daily_jobs_fire_once_every_day_across_transitions() {
+        // Eight local days around each transition; every daily time must tick on each of them,
+        // and the tick's local time is the scheduled one except on a skipped one (gap end).
         let windows = [
-            (
-                "Europe/Zurich",
-                "2026-03-25T00:00:00Z",
-                "2026-04-02T00:00:00Z",
-            ),
-            (
-                "Europe/Zurich",
-                "2026-10-21T00:00:00Z",
-                "2026-10-29T00:00:00Z",
-            ),
-            (
-                "America/New_York",
-                "2026-03-04T12:00:00Z",
-                "2026-03-12T12:00:00Z",
-            ),
-            (
-                "America/New_York",
-                "2026-10-28T12:00:00Z",
-                "2026-11-05T12:00:00Z",
-            ),
+            ("Europe/Zurich", (2026, 3, 25)),
+            ("Europe/Zurich", (2026, 10, 21)),
+            ("America/New_York", (2026, 3, 4)),
+            ("America/New_York", (2026, 10, 28)),
         ];
-        let times = ["0 0", "30 1", "0 2", "30 2", "59 2", "0 3", "0 12", "59 23"];
-        for (tz_name, from, to) in windows {
+        let times = [
+            (0, 0),
+            (1, 30),
+            (2, 0),
+            (2, 30),
+            (2, 59),
+            (3, 0),
+            (12, 0),
+            (23, 59),
+        ];
+        for (tz_name, (y, m, d)) in windows {
             let tz: Tz = tz_name.parse().unwrap();
-            let c = ctx(tz_name);
-            for time in times {
-                let pattern = format!("{time} * * *");
-                let ticks = schedule(&pattern).ticks_between(utc(from), utc(to), &c, 100);
-                let days: Vec<_> = ticks
+            let first_day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            let midnight = |day: NaiveDate| {
+                tz.from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
+                    .single()
+                    .unwrap()
+                    .with_timezone(&Utc)
+            };
+            let from = midnight(first_day) - TimeDelta::seconds(1);
+            let to = midnight(first_day + TimeDelta::days(8)) - TimeDelta::seconds(1);
+            for (hour, minute) in times {
+                let pattern = format!("{minute} {hour} * * *");
+                let ticks = schedule(&pattern).ticks_between(from, to, &ctx(tz_name), 100);
+                let local: Vec<_> = ticks
                     .iter()
-                    .map(|t| t.with_timezone(&tz).date_naive())
+                    .map(|t| t.with_timezone(&tz).naive_local())
                     .collect();
-                for pair in days.windows(2) {
-                    assert_eq!(
-                        pair[1],
-                        pair[0].succ_opt().unwrap(),
-                        "{pattern} in {tz_name}: {days:?}"
+                let expected_days: Vec<_> = first_day.iter_days().take(8).collect();
+                let days: Vec<_> = local.iter().map(|l| l.date()).collect();
+                assert_eq!(days, expected_days, "{pattern} in {tz_name}: {local:?}");
+                for l in &local {
+                    let scheduled = l.date().and_hms_opt(hour, minute, 0).unwrap();
+                    let skipped = tz.from_local_datetime(&scheduled) == LocalResult::None;
+                    assert!(
+                        *l == scheduled || (skipped && *l > scheduled),
+                        "{pattern} in {tz_name}: {l}"
                     );
                 }
-                assert_eq!(ticks.len(), 8, "{pattern} in {tz_name}: {days:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn agrees_with_a_minute_by_minute_walk_around_transitions() {
+        // The DST rule stated directly, as cronie applies it: walk real time minute by minute.
+        // An interval job ticks whenever the local time matches. A wall-clock job ticks when the
+        // clock first reaches a matching local time: any match in (latest local time shown so
+        // far, local time now].
+        let windows = [
+            ("Europe/Zurich", "2026-03-27T00:00:00Z"),
+            ("Europe/Zurich", "2026-10-23T00:00:00Z"),
+            ("America/New_York", "2026-03-06T00:00:00Z"),
+            ("America/New_York", "2026-10-30T00:00:00Z"),
+            // 30-minute shifts.
+            ("Australia/Lord_Howe", "2026-04-03T00:00:00Z"),
+            ("Australia/Lord_Howe", "2026-10-02T00:00:00Z"),
+            // Transitions at local midnight.
+            ("America/Santiago", "2026-04-03T00:00:00Z"),
+            ("America/Santiago", "2026-09-04T00:00:00Z"),
+            // A whole day skipped.
+            ("Pacific/Apia", "2011-12-28T00:00:00Z"),
+        ];
+        let patterns = [
+            "30 2 * * *",
+            "0 2 * * *",
+            "59 1 * * *",
+            "0 3 * * *",
+            "0 1,13 * * *",
+            "0,30 1-3 * * *",
+            "@daily",
+            "*/15 * * * *",
+            "45 * * * *",
+            "*/20 2 * * *",
+            "0 0 * * 0",
+        ];
+        let minute = TimeDelta::minutes(1);
+        for (tz_name, start) in windows {
+            let tz: Tz = tz_name.parse().unwrap();
+            let from = utc(start);
+            let to = from + TimeDelta::days(4);
+            for pattern in patterns {
+                let Schedule::Cron(cron) = schedule(pattern) else {
+                    unreachable!()
+                };
+                let matches = |local: NaiveDateTime| cron.cron.is_time_matching(&local).unwrap();
+                let mut expected = Vec::new();
+                let mut shown = from.with_timezone(&tz).naive_local();
+                let mut x = from + minute;
+                while x <= to {
+                    let local = x.with_timezone(&tz).naive_local();
+                    let tick = if cron.interval {
+                        matches(local)
+                    } else {
+                        let mut m = shown + minute;
+                        let mut any = false;
+                        while m <= local && !any {
+                            any = matches(m);
+                            m += minute;
+                        }
+                        any
+                    };
+                    if tick {
+                        expected.push(show(x));
+                    }
+                    shown = shown.max(local);
+                    x += minute;
+                }
+                let got: Vec<_> = Schedule::Cron(cron.clone())
+                    .ticks_between(from, to, &ctx(tz_name), 10_000)
+                    .into_iter()
+                    .map(show)
+                    .collect();
+                assert!(!expected.is_empty(), "{pattern} in {tz_name}");
+                assert_eq!(got, expected, "{pattern} in {tz_name} from {start}");
             }
         }
     }

@@ -79,7 +79,12 @@ async fn first_apply_of_the_examples_then_a_no_op_plan() {
     assert_eq!(report.plan.summary().add, 5);
     assert_eq!(
         job_names(&client).await,
-        vec!["nightly-rates", "nightly-vacuum", "send-welcome-email", "zurich-morning-report"]
+        vec![
+            "nightly-rates",
+            "nightly-vacuum",
+            "send-welcome-email",
+            "zurich-morning-report"
+        ]
     );
     let row = client
         .query_one(
@@ -89,7 +94,10 @@ async fn first_apply_of_the_examples_then_a_no_op_plan() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("30 7 * * 1-5"));
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("30 7 * * 1-5")
+    );
     assert_eq!(row.get::<_, String>(1), "Europe/Zurich");
     assert!(!row.get::<_, bool>(2));
     assert_eq!(row.get::<_, String>(3), "builtin:log");
@@ -137,10 +145,16 @@ async fn a_changed_field_shows_in_the_diff_and_is_applied() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
     let specs = Specs::new();
-    specs.write("a.yaml", &job("report", "  schedule: \"0 2 * * *\"\n  sql: SELECT 1\n"));
+    specs.write(
+        "a.yaml",
+        &job("report", "  schedule: \"0 2 * * *\"\n  sql: SELECT 1\n"),
+    );
     applied(apply(&mut client, specs.path(), false).await.unwrap());
 
-    specs.write("a.yaml", &job("report", "  schedule: \"0 3 * * *\"\n  sql: SELECT 1\n"));
+    specs.write(
+        "a.yaml",
+        &job("report", "  schedule: \"0 3 * * *\"\n  sql: SELECT 1\n"),
+    );
     let report = planned(plan(&mut client, specs.path()).await.unwrap());
     assert_eq!(report.plan.changes.len(), 1);
     let change = &report.plan.changes[0];
@@ -150,16 +164,24 @@ async fn a_changed_field_shows_in_the_diff_and_is_applied() {
     assert!(text.contains("~ job/report"), "{text}");
     assert!(text.contains("-   schedule: 0 2 * * *"), "{text}");
     assert!(text.contains("+   schedule: 0 3 * * *"), "{text}");
-    assert!(text.contains("Plan: 0 to add, 1 to change, 0 to delete."), "{text}");
+    assert!(
+        text.contains("Plan: 0 to add, 1 to change, 0 to delete."),
+        "{text}"
+    );
 
     applied(apply(&mut client, specs.path(), false).await.unwrap());
     let row = client
-        .query_one("SELECT schedule, generation FROM pgsched.jobs WHERE name = 'report'", &[])
+        .query_one(
+            "SELECT schedule, generation FROM pgsched.jobs WHERE name = 'report'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "0 3 * * *");
     assert_eq!(row.get::<_, i64>(1), 2);
-    assert!(planned(plan(&mut client, specs.path()).await.unwrap()).plan.is_empty());
+    assert!(planned(plan(&mut client, specs.path()).await.unwrap())
+        .plan
+        .is_empty());
 }
 
 #[tokio::test]
@@ -179,7 +201,10 @@ async fn a_removed_file_is_pruned_and_its_history_kept() {
         .unwrap()
         .get(0);
     let pending: i64 = client
-        .query_one("SELECT pgsched.trigger('gone', '{}'::jsonb, now() + interval '1 hour')", &[])
+        .query_one(
+            "SELECT pgsched.trigger('gone', '{}'::jsonb, now() + interval '1 hour')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -199,7 +224,11 @@ async fn a_removed_file_is_pruned_and_its_history_kept() {
         }
     };
     assert_eq!(status(done).await, "succeeded", "history is kept");
-    assert_eq!(status(pending).await, "cancelled", "a pending run of a pruned job never starts");
+    assert_eq!(
+        status(pending).await,
+        "cancelled",
+        "a pending run of a pruned job never starts"
+    );
 }
 
 #[tokio::test]
@@ -212,13 +241,25 @@ async fn a_bad_file_holds_everything() {
     applied(apply(&mut client, specs.path(), false).await.unwrap());
 
     // b.yaml becomes unreadable YAML, and a.yaml changes: neither is applied, b is not pruned.
-    specs.write("b.yaml", "apiVersion: pgsched/v1\nkind: Job\nmetadata: {name: b\n");
+    specs.write(
+        "b.yaml",
+        "apiVersion: pgsched/v1\nkind: Job\nmetadata: {name: b\n",
+    );
     specs.write("a.yaml", &job("a", "  sql: SELECT 2\n"));
-    specs.write("c.yaml", &job("c", "  sql: SELECT 3\n  retries: {limit: -1}\n"));
+    specs.write(
+        "c.yaml",
+        &job("c", "  sql: SELECT 3\n  retries: {limit: -1}\n"),
+    );
     match apply(&mut client, specs.path(), false).await.unwrap() {
         Outcome::Invalid(errors) => {
-            assert!(errors.iter().any(|e| e.file.ends_with("b.yaml")), "{errors:?}");
-            let c = errors.iter().find(|e| e.file.ends_with("c.yaml")).expect("c.yaml error");
+            assert!(
+                errors.iter().any(|e| e.file.ends_with("b.yaml")),
+                "{errors:?}"
+            );
+            let c = errors
+                .iter()
+                .find(|e| e.file.ends_with("c.yaml"))
+                .expect("c.yaml error");
             assert_eq!(c.line(), Some(7));
             assert_eq!(c.path.as_ref().unwrap().to_string(), "spec.retries.limit");
         }
@@ -270,7 +311,10 @@ async fn a_hand_edit_is_drift_and_is_repaired() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
     let specs = Specs::new();
-    specs.write("a.yaml", &job("a", "  schedule: \"0 2 * * *\"\n  sql: SELECT 1\n"));
+    specs.write(
+        "a.yaml",
+        &job("a", "  schedule: \"0 2 * * *\"\n  sql: SELECT 1\n"),
+    );
     specs.write(
         "chain.yaml",
         "apiVersion: pgsched/v1\nkind: Chain\nmetadata: {name: c}\nspec:\n  steps:\n    - {name: one, sql: SELECT 1}\n",
@@ -286,25 +330,41 @@ async fn a_hand_edit_is_drift_and_is_repaired() {
 
     let report = planned(plan(&mut client, specs.path()).await.unwrap());
     assert_eq!(report.plan.changes.len(), 2, "{:?}", report.plan.changes);
-    assert!(report.plan.changes.iter().all(|c| c.drift && c.action == Action::Update));
+    assert!(report
+        .plan
+        .changes
+        .iter()
+        .all(|c| c.drift && c.action == Action::Update));
     let text = pgsched::plan::render_text(&report.plan, pgsched::plan::Style::PLAIN);
     assert!(text.contains("drift"), "{text}");
     assert!(text.contains("DROP TABLE x"), "{text}");
 
     applied(apply(&mut client, specs.path(), false).await.unwrap());
     let row = client
-        .query_one("SELECT schedule, generation FROM pgsched.jobs WHERE name = 'a'", &[])
+        .query_one(
+            "SELECT schedule, generation FROM pgsched.jobs WHERE name = 'a'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "0 2 * * *");
-    assert_eq!(row.get::<_, i64>(1), 1, "repairing drift does not bump the generation");
+    assert_eq!(
+        row.get::<_, i64>(1),
+        1,
+        "repairing drift does not bump the generation"
+    );
     let step: serde_json::Value = client
-        .query_one("SELECT spec FROM pgsched.chain_steps WHERE chain = 'c'", &[])
+        .query_one(
+            "SELECT spec FROM pgsched.chain_steps WHERE chain = 'c'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(step["sql"], "SELECT 1");
-    assert!(planned(plan(&mut client, specs.path()).await.unwrap()).plan.is_empty());
+    assert!(planned(plan(&mut client, specs.path()).await.unwrap())
+        .plan
+        .is_empty());
 }
 
 #[tokio::test]
@@ -321,7 +381,9 @@ async fn rows_created_by_hand_are_never_touched() {
         .await
         .unwrap();
     // Not pruned, not changed.
-    assert!(planned(plan(&mut client, specs.path()).await.unwrap()).plan.is_empty());
+    assert!(planned(plan(&mut client, specs.path()).await.unwrap())
+        .plan
+        .is_empty());
     applied(apply(&mut client, specs.path(), false).await.unwrap());
     assert_eq!(job_names(&client).await, vec!["a", "by-hand"]);
     // A file that claims the name is a conflict, not a takeover.
@@ -341,7 +403,10 @@ async fn two_applies_at_once_leave_a_consistent_state() {
     let db = common::fresh_db().await;
     let specs = Specs::new();
     for i in 0..50 {
-        specs.write(&format!("j{i}.yaml"), &job(&format!("job-{i}"), "  sql: SELECT 1\n"));
+        specs.write(
+            &format!("j{i}.yaml"),
+            &job(&format!("job-{i}"), "  sql: SELECT 1\n"),
+        );
     }
     let mut a = db.connect().await;
     let mut b = db.connect().await;
@@ -353,7 +418,10 @@ async fn two_applies_at_once_leave_a_consistent_state() {
     adds.sort();
     assert_eq!(adds, [0, 50]);
     let count: i64 = a
-        .query_one("SELECT count(*) FROM pgsched.jobs WHERE generation = 1", &[])
+        .query_one(
+            "SELECT count(*) FROM pgsched.jobs WHERE generation = 1",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -371,13 +439,18 @@ async fn a_misspelt_table_fails_the_plan_with_file_and_line() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
     client
-        .batch_execute("CREATE TABLE booking (id int, status text, created_at timestamptz, note text)")
+        .batch_execute(
+            "CREATE TABLE booking (id int, status text, created_at timestamptz, note text)",
+        )
         .await
         .unwrap();
     let specs = Specs::new();
     specs.write(
         "jobs/cleanup.yaml",
-        &job("cleanup", "  schedule: \"@hourly\"\n  sql: DELETE FROM bookng WHERE status = 'x'\n"),
+        &job(
+            "cleanup",
+            "  schedule: \"@hourly\"\n  sql: DELETE FROM bookng WHERE status = 'x'\n",
+        ),
     );
     specs.write(
         "hold.yaml",
@@ -385,7 +458,10 @@ async fn a_misspelt_table_fails_the_plan_with_file_and_line() {
     );
     specs.write(
         "ok.yaml",
-        &job("ok", "  sql: SELECT count(*) FROM booking WHERE status = $1->>'status'\n"),
+        &job(
+            "ok",
+            "  sql: SELECT count(*) FROM booking WHERE status = $1->>'status'\n",
+        ),
     );
     let report = planned(plan(&mut client, specs.path()).await.unwrap());
     let errors: Vec<String> = report.checks.errors.iter().map(|e| e.to_string()).collect();
@@ -397,7 +473,13 @@ async fn a_misspelt_table_fails_the_plan_with_file_and_line() {
             .clone()
     };
     let sql = find("bookng");
-    assert!(sql.starts_with(&format!("{}:7:", specs.path().join("jobs/cleanup.yaml").display())), "{sql}");
+    assert!(
+        sql.starts_with(&format!(
+            "{}:7:",
+            specs.path().join("jobs/cleanup.yaml").display()
+        )),
+        "{sql}"
+    );
     assert!(sql.contains("spec.sql"), "{sql}");
     let column = find("column `note` is text");
     assert!(column.contains("hold.yaml:6:"), "{column}");
@@ -415,7 +497,10 @@ async fn a_misspelt_table_fails_the_plan_with_file_and_line() {
 async fn a_missing_timeout_table_suggests_the_close_name() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    client.batch_execute("CREATE TABLE booking (created_at timestamptz)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE booking (created_at timestamptz)")
+        .await
+        .unwrap();
     let specs = Specs::new();
     specs.write(
         "hold.yaml",
@@ -436,12 +521,18 @@ async fn trigger_enqueues_a_run_and_rejects_unknown_jobs() {
     specs.write("a.yaml", &job("send", "  sql: SELECT $1\n"));
     applied(apply(&mut client, specs.path(), false).await.unwrap());
     let id: i64 = client
-        .query_one("SELECT pgsched.trigger('send', '{\"user_id\": 42}'::jsonb)", &[])
+        .query_one(
+            "SELECT pgsched.trigger('send', '{\"user_id\": 42}'::jsonb)",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     let row = client
-        .query_one("SELECT job, status, trigger, params->>'user_id' FROM pgsched.runs WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT job, status, trigger, params->>'user_id' FROM pgsched.runs WHERE id = $1",
+            &[&id],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "send");
@@ -452,7 +543,11 @@ async fn trigger_enqueues_a_run_and_rejects_unknown_jobs() {
         .query_one("SELECT pgsched.trigger('nope')", &[])
         .await
         .unwrap_err();
-    assert!(err.as_db_error().unwrap().message().contains("no job or chain named nope"));
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("no job or chain named nope"));
 }
 
 fn pgsched(args: &[&str], dir: &Path, url: &str) -> (i32, String, String) {
@@ -480,7 +575,10 @@ async fn the_cli_exit_codes_follow_the_contract() {
     let (code, out, _) = pgsched(&["plan"], specs.path(), &db.url);
     assert_eq!(code, 2, "changes pending: {out}");
     assert!(out.contains("+ job/a"), "{out}");
-    assert!(out.contains("Plan: 1 to add, 0 to change, 0 to delete."), "{out}");
+    assert!(
+        out.contains("Plan: 1 to add, 0 to change, 0 to delete."),
+        "{out}"
+    );
 
     let (code, out, _) = pgsched(&["plan", "--output", "json"], specs.path(), &db.url);
     assert_eq!(code, 2);
@@ -489,16 +587,25 @@ async fn the_cli_exit_codes_follow_the_contract() {
 
     let (code, out, err) = pgsched(&["apply"], specs.path(), &db.url);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("Apply complete: 1 added, 0 changed, 0 deleted."), "{out}");
+    assert!(
+        out.contains("Apply complete: 1 added, 0 changed, 0 deleted."),
+        "{out}"
+    );
 
     let (code, out, _) = pgsched(&["plan"], specs.path(), &db.url);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("No changes"), "{out}");
 
-    specs.write("a.yaml", &job("a", "  sql: SELECT 1\n  retries: {limit: x}\n"));
+    specs.write(
+        "a.yaml",
+        &job("a", "  sql: SELECT 1\n  retries: {limit: x}\n"),
+    );
     let (code, _, err) = pgsched(&["plan"], specs.path(), &db.url);
     assert_eq!(code, 1);
-    assert!(err.contains("a.yaml:7:") && err.contains("spec.retries.limit"), "{err}");
+    assert!(
+        err.contains("a.yaml:7:") && err.contains("spec.retries.limit"),
+        "{err}"
+    );
 
     specs.remove("a.yaml");
     let (code, _, err) = pgsched(&["apply"], specs.path(), &db.url);

@@ -184,6 +184,17 @@ pub fn object_from_document(
         }
     };
 
+    // `specs:` is reported as an unknown field with "did you mean `spec`?"; "missing required
+    // field `spec`" on top of it would report one typo twice.
+    let suggested: Vec<String> = errors
+        .iter()
+        .filter_map(|e| quoted_after(e.hint.as_deref()?, "did you mean `"))
+        .collect();
+    errors.retain(|e| {
+        quoted_after(&e.message, "missing required field `")
+            .is_none_or(|missing| !suggested.contains(&missing))
+    });
+
     match (kind, metadata, spec) {
         (Some(kind), Some(metadata), Some(spec)) if errors.is_empty() => Ok(Object {
             kind,

@@ -3,7 +3,7 @@
 //! problem is collected, not only the first, each located through the document's span tree.
 
 use super::document::{check_name, Object};
-use super::error::{closest, did_you_mean, SpecError};
+use super::error::{did_you_mean, SpecError};
 use super::model::{
     Builtin, ChainSpec, ConcurrencyPolicy, ConnectionSpec, HasTask, JobSpec, Kind, ObjectSpec,
     Retries, Scheduling, TimeoutSpec,
@@ -11,6 +11,7 @@ use super::model::{
 use super::sql::scan_sql;
 use super::yaml::{FieldPath, Node};
 use crate::duration::SpecDuration;
+use crate::schedule::ScheduleError;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -133,6 +134,24 @@ impl Checker<'_, '_> {
         self.task("spec", job);
         if let Some(db) = &job.database {
             self.database_ref("spec.database", db);
+            self.database_applies("spec", job);
+        }
+    }
+
+    /// `database` says where SQL runs: a task that runs none would silently ignore it.
+    fn database_applies(&mut self, base: &str, t: &dyn HasTask) {
+        let set = t.task_fields_set();
+        let uses_database =
+            t.sql().is_some() || matches!(t.builtin(), Some(Builtin::Notify { .. }));
+        if set.len() == 1 && !uses_database {
+            self.error_hint(
+                &format!("{base}.database"),
+                format!(
+                    "`database` applies only to `sql` tasks and the `notify` builtin, not to `{}`",
+                    set[0]
+                ),
+                Some("remove `database`".into()),
+            );
         }
     }
 
@@ -161,6 +180,7 @@ impl Checker<'_, '_> {
             self.task(&base, step);
             if let Some(db) = &step.database {
                 self.database_ref(&format!("{base}.database"), db);
+                self.database_applies(&base, step);
             }
             self.positive(&format!("{base}.timeout"), step.timeout);
             if let Some(retries) = &step.retries {
@@ -168,6 +188,19 @@ impl Checker<'_, '_> {
             }
             if step.sql.is_some() {
                 sql_databases.push((i, step.database.as_deref()));
+            }
+        }
+        // An unnamed step is recorded as `step-<n>`: an explicit name must not take that.
+        for (j, step) in chain.steps.iter().enumerate() {
+            let default = format!("step-{}", j + 1);
+            if step.name.is_none() {
+                if let Some(&i) = names.get(&default) {
+                    self.error_hint(
+                        &format!("spec.steps[{i}].name"),
+                        format!("step name `{default}` is the name step {} gets by default", j + 1),
+                        Some(format!("step {} has no name and is recorded as `{default}`; rename one of them", j + 1)),
+                    );
+                }
             }
         }
         if chain.transaction == Some(true) {
@@ -198,16 +231,14 @@ impl Checker<'_, '_> {
         }
         if let Some(schedule) = s.schedule {
             if let Err(e) = crate::schedule::parse_schedule(schedule) {
-                self.error(&format!("{base}.schedule"), e.to_string());
+                let (message, hint) = split_suggestion(e);
+                self.error_hint(&format!("{base}.schedule"), message, hint);
             }
         }
         if let Some(zone) = s.time_zone {
             if let Err(e) = crate::schedule::parse_time_zone(zone) {
-                self.error_hint(
-                    &format!("{base}.timeZone"),
-                    e.to_string(),
-                    Some(time_zone_hint(zone)),
-                );
+                let (message, hint) = split_suggestion(e);
+                self.error_hint(&format!("{base}.timeZone"), message, hint);
             }
         }
         self.positive(&format!("{base}.timeout"), s.timeout);
@@ -315,6 +346,14 @@ impl Checker<'_, '_> {
             let valid = !key.is_empty()
                 && !key.as_bytes()[0].is_ascii_digit()
                 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if valid && key.starts_with("PGSCHED_") {
+                let path = FieldPath::parse(base).key("env").key(key.clone());
+                self.error_at(
+                    path,
+                    format!("`{key}` is set by pgsched for every run (PGSCHED_PARAMS, PGSCHED_JOB, PGSCHED_RUN_ID, PGSCHED_ATTEMPT)"),
+                )
+                .hint = Some("choose a name that does not start with PGSCHED_".into());
+            }
             if !valid {
                 let path = FieldPath::parse(base).key("env").key(key.clone());
                 self.error_at(
@@ -383,14 +422,44 @@ impl Checker<'_, '_> {
                 }
             }
             Builtin::Http {
-                url, expect_status, ..
+                url,
+                expect_status,
+                headers,
+                ..
             } => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    self.error_hint(
+                let rest = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"));
+                match rest {
+                    None => self.error_hint(
                         &format!("{base}.url"),
                         format!("`{url}` is not an http:// or https:// URL"),
                         None,
+                    ),
+                    Some(rest) if rest.split(['/', '?', '#']).next().is_none_or(str::is_empty) => {
+                        self.error(&format!("{base}.url"), format!("`{url}` has no host"));
+                    }
+                    Some(_) => {}
+                }
+                if expect_status.as_ref().is_some_and(Vec::is_empty) {
+                    self.error_hint(
+                        &format!("{base}.expectStatus"),
+                        "`expectStatus` is empty, so every response would fail the run",
+                        Some("list the accepted codes, e.g. [200, 204], or remove it to accept any 2xx".into()),
                     );
+                }
+                for name in headers.keys() {
+                    // RFC 9110 token characters.
+                    let valid = !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    if !valid {
+                        self.error_at(
+                            FieldPath::parse(base).key("headers").key(name.clone()),
+                            format!("`{name}` is not an HTTP header name"),
+                        );
+                    }
                 }
                 for (i, code) in expect_status.iter().flatten().enumerate() {
                     if !(100..=599).contains(code) {
@@ -484,24 +553,46 @@ impl Checker<'_, '_> {
     }
 
     fn connection(&mut self, c: &ConnectionSpec) {
-        match c.url.parse::<tokio_postgres::Config>() {
-            Err(e) => {
+        let example = "e.g. postgres://report@db2:5432/reporting?sslmode=require";
+        let scheme = c.url.split_once("://").map(|(scheme, _)| scheme.trim());
+        let parsed = if c.url.trim().is_empty() {
+            // An empty conninfo parses, as "every default": never what was meant.
+            self.error_hint("spec.url", "the URL is empty", Some(example.into()));
+            None
+        } else if let Some(scheme) = scheme.filter(|s| !matches!(*s, "postgres" | "postgresql")) {
+            // Only the scheme is shown: the rest may hold a password.
+            self.error_hint(
+                "spec.url",
+                format!("`{scheme}://` is not a PostgreSQL URL"),
+                Some(format!("write postgres:// or postgresql://, {example}")),
+            );
+            None
+        } else {
+            Some(c.url.parse::<tokio_postgres::Config>())
+        };
+        match parsed {
+            Some(Err(e)) => {
                 self.error_hint(
                     "spec.url",
-                    format!("not a PostgreSQL connection URL: {e}"),
-                    Some("e.g. postgres://report@db2:5432/reporting?sslmode=require".into()),
+                    format!(
+                        "not a PostgreSQL connection URL: {}",
+                        // tokio-postgres says only "invalid connection string"; the
+                        // reason (which option, which value) is its source.
+                        std::error::Error::source(&e)
+                            .map_or_else(|| e.to_string(), |s| s.to_string())
+                    ),
+                    Some(example.into()),
                 );
             }
-            Ok(config) => {
-                if config.get_password().is_some() {
-                    // Say where without repeating the secret.
-                    self.error_hint(
-                        "spec.url",
-                        "the URL contains a password; secrets must not be written in spec files",
-                        Some("remove it from the URL and use `passwordFromEnv` or `passwordFromFile`".into()),
-                    );
-                }
-            }
+            // Say where without repeating the secret.
+            Some(Ok(config)) if config.get_password().is_some() => self.error_hint(
+                "spec.url",
+                "the URL contains a password; secrets must not be written in spec files",
+                Some(
+                    "remove it from the URL and use `passwordFromEnv` or `passwordFromFile`".into(),
+                ),
+            ),
+            None | Some(Ok(_)) => {}
         }
         if c.password_from_env.is_some() && c.password_from_file.is_some() {
             self.error(
@@ -528,21 +619,25 @@ impl Checker<'_, '_> {
     }
 }
 
-/// A hint for a time zone that does not exist: the zone meant, or what a zone name looks like.
-fn time_zone_hint(zone: &str) -> String {
-    let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
-    // A city without its region: `Zurich` for `Europe/Zurich`.
-    let by_city = names.iter().find(|name| {
-        name.rsplit_once('/').is_some_and(|(_, city)| {
-            city.eq_ignore_ascii_case(zone) || city.replace('_', " ").eq_ignore_ascii_case(zone)
-        })
-    });
-    let close = closest(zone, names.iter().copied())
-        .filter(|close| zone.contains('/') || close.eq_ignore_ascii_case(zone));
-    match by_city.copied().or(close) {
-        Some(name) => format!("did you mean `{name}`?"),
-        // An abbreviation such as CEST: the closest name (EST, CET) would be a wrong guess.
-        None => "use an IANA time zone name such as `Europe/Zurich` or `America/New_York`; abbreviations such as CEST are not zones".into(),
+/// A schedule error as message and hint: a "did you mean" goes in the hint, where every other
+/// suggestion of the loader stands.
+fn split_suggestion(e: ScheduleError) -> (String, Option<String>) {
+    match e {
+        ScheduleError::UnknownTimeZone { name, suggestion } => (
+            format!("unknown time zone `{name}`"),
+            Some(match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "use an IANA name such as `Europe/Zurich`, `America/New_York` or `UTC`".into(),
+            }),
+        ),
+        ScheduleError::UnknownMacro { name, suggestion } => (
+            format!("unknown schedule macro `{name}`"),
+            Some(match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "use `@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`, `@every <duration>` or `@after <duration>`".into(),
+            }),
+        ),
+        other => (other.to_string(), None),
     }
 }
 

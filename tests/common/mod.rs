@@ -1,0 +1,236 @@
+//! The integration-test harness every test binary shares (`mod common;`).
+//!
+//! Each test binary gets one private PostgreSQL server, started on first use in a temporary
+//! directory with durability turned off for speed, and each test gets a fresh database of its own
+//! on it ([`fresh_db`]). Tests that stop, kill or restart a server take a [`TestServer`] of their
+//! own instead, so they never disturb tests running beside them. Nothing depends on a server
+//! started by hand or on port 5432.
+//!
+//! Statics are never dropped, so every server directory is guarded by a watchdog process: when
+//! this process exits, however it exits, the watchdog kills any server left in the directory and
+//! deletes it.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::fs;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use pgsched::embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+
+/// Settings that trade durability for speed: a test cluster is thrown away anyway.
+pub fn test_options() -> EmbeddedOptions {
+    EmbeddedOptions::default()
+        .setting("fsync", "off")
+        .setting("synchronous_commit", "off")
+        .setting("full_page_writes", "off")
+        .setting("max_connections", "200")
+}
+
+/// The server this test binary shares, started on first use.
+pub fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(TestServer::start)
+}
+
+/// A new, empty database on the shared server.
+pub async fn fresh_db() -> TestDb {
+    server().fresh_db().await
+}
+
+/// A database of one test's own.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub name: String,
+    /// tokio-postgres connection string.
+    pub url: String,
+}
+
+impl TestDb {
+    /// A new connection, its connection task spawned on the current runtime.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+}
+
+/// Connects to `url`, spawning the connection task on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {url}: {err}"));
+    tokio::spawn(async move {
+        // Tests stop and kill servers on purpose; the client reports the loss when used.
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A server in a scratch directory of its own: stopped, and the directory deleted, on drop.
+pub struct TestServer {
+    // Fields drop in order: the server stops before the watchdog deletes its directory.
+    pg: EmbeddedPostgres,
+    scratch: ScratchDir,
+}
+
+impl TestServer {
+    /// Starts a server with [`test_options`], panicking with the reason if it cannot.
+    pub fn start() -> TestServer {
+        Self::start_with(test_options()).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    pub fn start_with(opts: EmbeddedOptions) -> Result<TestServer, EmbeddedError> {
+        let scratch = ScratchDir::new();
+        let pg = EmbeddedPostgres::start_with(scratch.path(), opts)?;
+        Ok(TestServer { pg, scratch })
+    }
+
+    /// A new, empty database on this server.
+    pub async fn fresh_db(&self) -> TestDb {
+        create_db(&self.pg).await
+    }
+
+    pub fn scratch_dir(&self) -> &Path {
+        self.scratch.path()
+    }
+}
+
+impl Deref for TestServer {
+    type Target = EmbeddedPostgres;
+    fn deref(&self) -> &EmbeddedPostgres {
+        &self.pg
+    }
+}
+
+impl DerefMut for TestServer {
+    fn deref_mut(&mut self) -> &mut EmbeddedPostgres {
+        &mut self.pg
+    }
+}
+
+/// Creates a database with a name no other test of this process uses.
+pub async fn create_db(pg: &EmbeddedPostgres) -> TestDb {
+    let name = unique_db_name();
+    let admin = connect(&pg.connection_string("postgres")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap_or_else(|err| panic!("cannot create database {name}: {err}"));
+    TestDb {
+        url: pg.connection_string(&name),
+        name,
+    }
+}
+
+/// `t<counter>_<test name>`: the counter makes it unique within the server (one per process),
+/// the test name makes it readable; the counter comes first so truncation cannot merge names.
+fn unique_db_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("test");
+    let test = test.rsplit("::").next().unwrap_or(test);
+    let mut name = format!("t{n}_");
+    name.extend(test.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        }
+    }));
+    name.truncate(63); // NAMEDATALEN - 1; ASCII, so on a char boundary
+    name
+}
+
+/// A temporary directory (mode 0711) that a watchdog process deletes,
+/// after killing any PostgreSQL server whose data directory lies inside, as soon as this value
+/// is dropped or this process ends, however it ends.
+pub struct ScratchDir {
+    path: PathBuf,
+    /// The watchdog waits for EOF on the other end of this pipe, which the kernel delivers when
+    /// the last copy of this end closes: on drop, or on exit even by SIGKILL.
+    _alive: OwnedFd,
+}
+
+impl ScratchDir {
+    pub fn new() -> ScratchDir {
+        let path = tempfile::Builder::new()
+            .prefix("pgsched-test-")
+            // Searchable but not listable: a server run as `postgres` must pass through it to a
+            // cluster directory nested inside, whatever the umask.
+            .permissions(fs::Permissions::from_mode(0o711))
+            .tempdir()
+            .expect("cannot create a temporary directory")
+            .keep();
+        let alive = spawn_watchdog(&path);
+        ScratchDir {
+            path,
+            _alive: alive,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Default for ScratchDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// SIGQUIT is PostgreSQL's immediate shutdown; the postmaster passes it on to its children. The
+/// comm check guards against a pid recycled since a crash left postmaster.pid behind. Socket
+/// directories pgsched had to put under /tmp are removed too.
+const WATCHDOG_SCRIPT: &str = r#"
+read -r _ignored
+find "$1" -name postmaster.pid 2>/dev/null | while IFS= read -r pidfile; do
+  pid=$(sed -n 1p "$pidfile")
+  sockdir=$(sed -n 5p "$pidfile")
+  case "$pid" in ''|*[!0-9]*) continue ;; esac
+  if [ ! -r "/proc/$pid/comm" ] || [ "$(cat "/proc/$pid/comm")" = postgres ]; then
+    if kill -QUIT "$pid" 2>/dev/null; then
+      n=0
+      while kill -0 "$pid" 2>/dev/null && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    fi
+  fi
+  case "$sockdir" in /tmp/pgsched-*) rmdir "$sockdir" 2>/dev/null ;; esac
+done
+rm -rf "$1"
+"#;
+
+fn spawn_watchdog(dir: &Path) -> OwnedFd {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two new descriptors, which we take ownership of. CLOEXEC
+    // keeps the write end out of every child, or the watchdog would wait for them too.
+    let (read_end, write_end) = unsafe {
+        assert_eq!(
+            libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC),
+            0,
+            "pipe2: {}",
+            std::io::Error::last_os_error()
+        );
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    let mut watchdog = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(WATCHDOG_SCRIPT)
+        .arg("pgsched-test-watchdog")
+        .arg(dir)
+        .stdin(Stdio::from(read_end))
+        // Test runners wait for the test's stdout and stderr to close.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Out of the test's process group, so Ctrl-C kills the tests but not their cleanup.
+        .process_group(0)
+        .spawn()
+        .expect("cannot spawn the test-server watchdog");
+    // Reaped here if it finishes while we live (a dropped ScratchDir); else init reaps it.
+    std::thread::spawn(move || watchdog.wait());
+    write_end
+}
