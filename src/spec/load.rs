@@ -5,7 +5,7 @@
 use super::document::{object_from_document, Object};
 use super::error::SpecError;
 use super::validate::{shown_path, validate_all, Located};
-use super::yaml::{parse_documents, Node};
+use super::yaml::parse_documents;
 use std::path::{Path, PathBuf};
 
 /// The result of loading a spec directory: the objects, every error, and the files read (so
@@ -128,36 +128,79 @@ pub fn load_dir(dir: &Path) -> Loaded {
 /// Parses and validates spec texts given as (relative path, content); `dir` only shapes the
 /// file names shown in errors. Used by `load_dir` and by tests that need no files.
 pub fn load_texts(dir: &Path, texts: &[(PathBuf, String)]) -> Loaded {
-    let mut errors = Vec::new();
-    let mut parsed: Vec<(Object, Node, PathBuf)> = Vec::new();
-    for (relative, text) in texts {
-        let shown = shown_path(dir, relative);
-        match parse_documents(text) {
-            Err(e) => errors.push(
-                SpecError::new(&shown, format!("invalid YAML: {}", e.message)).at(e.position),
-            ),
-            Ok(docs) => {
-                for doc in docs {
-                    match object_from_document(&doc, &shown, relative) {
-                        Ok(object) => parsed.push((object, doc, shown.clone())),
-                        Err(mut e) => errors.append(&mut e),
+    // YAML parsing dominates loading a large directory; files are independent, so they are
+    // parsed on every core.
+    let chunks = parallel_chunks(texts, |chunk| {
+        let mut errors = Vec::new();
+        let mut parsed: Vec<(Object, PathBuf)> = Vec::new();
+        for (relative, text) in chunk {
+            let shown = shown_path(dir, relative);
+            match parse_documents(text) {
+                Err(e) => errors.push(
+                    SpecError::new(&shown, format!("invalid YAML: {}", e.message)).at(e.position),
+                ),
+                Ok(docs) => {
+                    for doc in docs {
+                        match object_from_document(&doc, &shown, relative) {
+                            Ok(object) => parsed.push((object, shown.clone())),
+                            Err(mut e) => errors.append(&mut e),
+                        }
                     }
                 }
             }
         }
+        (parsed, errors)
+    });
+    let mut errors = Vec::new();
+    let mut parsed = Vec::new();
+    for (mut p, mut e) in chunks {
+        parsed.append(&mut p);
+        errors.append(&mut e);
     }
     let located: Vec<Located<'_>> = parsed
         .iter()
-        .map(|(object, doc, shown)| Located { object, doc, shown })
+        .map(|(object, shown)| Located {
+            object,
+            doc: &object.doc,
+            shown,
+        })
         .collect();
     errors.extend(validate_all(&located));
     drop(located);
     sort_errors(&mut errors);
     Loaded {
-        objects: parsed.into_iter().map(|(o, _, _)| o).collect(),
+        objects: parsed.into_iter().map(|(o, _)| o).collect(),
         errors,
         files: texts.iter().map(|(p, _)| p.clone()).collect(),
     }
+}
+
+/// Runs `work` over contiguous chunks of `items` on scoped threads, one per core, and returns
+/// the results in the order of the chunks. Small inputs stay on the calling thread.
+pub(crate) fn parallel_chunks<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&[T]) -> R + Sync,
+) -> Vec<R> {
+    const MIN_PER_THREAD: usize = 64;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len() / MIN_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return vec![work(items)];
+    }
+    let size = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(size)
+            .map(|chunk| scope.spawn(|| work(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a spec loading thread panicked"))
+            .collect()
+    })
 }
 
 /// Reading order: by file, then line. The sort is stable, so errors without a line keep

@@ -34,14 +34,21 @@ pub fn validate_all(items: &[Located<'_>]) -> Vec<SpecError> {
         .filter(|i| i.object.kind == Kind::Connection)
         .map(|i| i.object.name())
         .collect();
-    for item in items {
-        let mut check = Checker {
-            item,
-            errors: &mut errors,
-            connections: &connections,
-        };
-        check.object();
-    }
+    // Objects are checked independently of each other, so large directories are checked on
+    // every core; the order of the errors does not depend on the split.
+    let per_chunk = super::load::parallel_chunks(items, |chunk| {
+        let mut errors = Vec::new();
+        for item in chunk {
+            let mut check = Checker {
+                item,
+                errors: &mut errors,
+                connections: &connections,
+            };
+            check.object();
+        }
+        errors
+    });
+    errors.extend(per_chunk.into_iter().flatten());
     unique_names(items, &mut errors);
     errors
 }
