@@ -6,8 +6,10 @@
 
 pub mod duration;
 pub mod embedded;
+pub mod executor;
 pub mod plan;
 pub mod reconcile;
 pub mod schedule;
 pub mod spec;
 pub mod store;
+pub mod timeout;

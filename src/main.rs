@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use pgsched::embedded::EmbeddedPostgres;
 use pgsched::reconcile::{self, Outcome};
 use pgsched::spec::{self, Kind};
-use pgsched::{plan, store};
+use pgsched::{executor, plan, store};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Parse and check every spec, offline. Exit 0 valid, 1 invalid.
     Validate,
@@ -46,6 +46,51 @@ enum Command {
         /// Allow a reconcile that deletes every managed object (an empty directory).
         #[arg(long)]
         allow_empty: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The sidecar: apply the specs, then execute due runs until SIGTERM or SIGINT.
+    Run {
+        /// Fallback poll interval: the longest a lost notification can delay a run.
+        #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+        poll: std::time::Duration,
+        /// Heartbeat interval; a run whose worker misses three beats is recovered.
+        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        heartbeat: std::time::Duration,
+        /// How long running runs may take to finish on shutdown before they are cancelled.
+        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+        grace: std::time::Duration,
+        /// Runs executing at once in this process.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Allow a reconcile that deletes every managed object.
+        #[arg(long)]
+        allow_empty: bool,
+        /// Do not reconcile the spec directory; only execute (for extra executor replicas).
+        #[arg(long)]
+        no_reconcile: bool,
+    },
+    /// Enqueue an on-demand run of a job.
+    Trigger {
+        name: String,
+        /// Parameters as a JSON object, overlaid on the job's `params`.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// When to run (RFC 3339); default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Jobs, chains and timeouts with their last and next run.
+    Status {
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// A job's run history, newest first.
+    Runs {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -82,9 +127,105 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    match cli.command.clone() {
         Command::Validate => Ok(validate(&cli.dir)),
         Command::Schema { out } => schema(out),
+        Command::Run {
+            poll,
+            heartbeat,
+            grace,
+            concurrency,
+            allow_empty,
+            no_reconcile,
+        } => runtime()?.block_on(async move {
+            let (mut client, server) = open_database(&cli).await?;
+            if !no_reconcile {
+                match reconcile::apply(&mut client, &cli.dir, allow_empty).await? {
+                    Outcome::Applied(report) => {
+                        let s = report.plan.summary();
+                        tracing::info!(added = s.add, changed = s.change, deleted = s.delete, "reconciled");
+                    }
+                    other => {
+                        // Keep running the last good state; the errors are for the operator.
+                        report_outcome(other, Output::Text, true);
+                        tracing::warn!("the spec directory was not applied; running the last applied state");
+                    }
+                }
+            } else {
+                pgsched::store::migrations::migrate(&mut client).await?;
+            }
+            let url = match (&cli.database_url, &server) {
+                (Some(url), _) => url.clone(),
+                (None, Some(server)) => server.connection_string("postgres"),
+                (None, None) => unreachable!("open_database returns a server without a URL"),
+            };
+            let mut config = executor::ExecutorConfig::new(url);
+            config.poll = poll;
+            config.heartbeat = heartbeat;
+            config.grace = grace;
+            config.concurrency = concurrency.max(1);
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let signals = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("stopping (signal received)");
+                signals.cancel();
+            });
+            tracing::info!(worker = %config.worker, "executing due runs");
+            executor::run_executor(config, std::sync::Arc::new(executor::SystemClock), shutdown).await?;
+            drop(server);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Trigger { name, params, at } => runtime()?.block_on(async move {
+            let params: serde_json::Value = serde_json::from_str(&params)
+                .map_err(|e| anyhow::anyhow!("--params is not JSON: {e}"))?;
+            if !params.is_object() {
+                anyhow::bail!("--params must be a JSON object, like '{{\"user_id\": 42}}'");
+            }
+            let at = at
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|e| anyhow::anyhow!("--at {t:?} is not an RFC 3339 time ({e}), e.g. 2026-11-22T10:00:00Z"))
+                })
+                .transpose()?;
+            let (mut client, _server) = open_database(&cli).await?;
+            pgsched::store::migrations::migrate(&mut client).await?;
+            let id = store::report::trigger(&client, &name, &params, at).await?;
+            match at {
+                Some(at) => println!("run {id} of {name} enqueued for {}", at.to_rfc3339()),
+                None => println!("run {id} of {name} enqueued"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Status { name, output } => runtime()?.block_on(async move {
+            let (mut client, _server) = open_database(&cli).await?;
+            pgsched::store::migrations::migrate(&mut client).await?;
+            let objects = store::report::status(&client, name.as_deref()).await?;
+            if let Some(name) = &name {
+                if objects.is_empty() {
+                    anyhow::bail!("no job, chain or timeout named {name}");
+                }
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
+                Output::Text => print_status(&objects),
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Runs { name, limit, output } => runtime()?.block_on(async move {
+            let (mut client, _server) = open_database(&cli).await?;
+            pgsched::store::migrations::migrate(&mut client).await?;
+            let runs = store::report::runs_of(&client, &name, limit.max(1)).await?;
+            if runs.is_empty() && store::report::status(&client, Some(&name)).await?.is_empty() {
+                anyhow::bail!("no job, chain or timeout named {name}");
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
+                Output::Text => print_runs(&runs),
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Plan { output } => runtime()?.block_on(async move {
             let (mut client, _server) = open_database(&cli).await?;
             let outcome = reconcile::plan(&mut client, &cli.dir).await?;
@@ -98,6 +239,96 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = reconcile::apply(&mut client, &cli.dir, allow_empty).await?;
             Ok(report_outcome(outcome, output, true))
         }),
+    }
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    pgsched::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_status(objects: &[store::report::ObjectStatus]) {
+    println!(
+        "{:<9} {:<28} {:<18} {:<20} {:<10} {:>6} {:>9} {:>6} {:>7}",
+        "KIND",
+        "NAME",
+        "SCHEDULE",
+        "NEXT RUN (UTC)",
+        "LAST",
+        "ACTIVE",
+        "SUCCEEDED",
+        "FAILED",
+        "SKIPPED"
+    );
+    for o in objects {
+        let schedule = match (&o.schedule, o.suspended) {
+            (_, true) => "suspended".to_string(),
+            (Some(s), _) => s.clone(),
+            (None, _) => "on demand".to_string(),
+        };
+        println!(
+            "{:<9} {:<28} {:<18} {:<20} {:<10} {:>6} {:>9} {:>6} {:>7}",
+            o.kind,
+            o.name,
+            schedule,
+            time(o.next_run_at),
+            o.last_run
+                .as_ref()
+                .map(|r| r.status.as_str())
+                .unwrap_or("-"),
+            o.active,
+            o.succeeded,
+            o.failed,
+            o.skipped
+        );
+    }
+}
+
+fn print_runs(runs: &[store::report::RunRecord]) {
+    println!(
+        "{:>8} {:<10} {:>7} {:<9} {:<20} {:<20} {:>9} {:<18} ERROR",
+        "ID", "STATUS", "ATTEMPT", "TRIGGER", "DUE (UTC)", "STARTED (UTC)", "MS", "WORKER"
+    );
+    for r in runs {
+        let error = r
+            .error
+            .as_deref()
+            .map(|e| {
+                e.lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:>8} {:<10} {:>7} {:<9} {:<20} {:<20} {:>9} {:<18} {}",
+            r.id,
+            r.status,
+            r.attempt,
+            r.trigger,
+            time(Some(r.due_at)),
+            time(r.started_at),
+            r.duration_ms
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.worker.as_deref().unwrap_or("-"),
+            error
+        );
     }
 }
 
@@ -212,6 +443,9 @@ fn print_report(report: &reconcile::PlanReport, output: Output) {
                     println!("  {note}");
                 }
             }
+            for note in &report.checks.notes {
+                println!("\nNote: {note}");
+            }
         }
         Output::Json => {
             let mut notes = std::collections::BTreeMap::new();
@@ -219,6 +453,7 @@ fn print_report(report: &reconcile::PlanReport, output: Output) {
                 "unchecked".to_string(),
                 serde_json::json!(report.checks.unchecked),
             );
+            notes.insert("notes".to_string(), serde_json::json!(report.checks.notes));
             notes.insert(
                 "errors".to_string(),
                 serde_json::json!(report

@@ -18,6 +18,8 @@ pub struct CheckReport {
     pub errors: Vec<SpecError>,
     /// `job/x spec.sql: not checked: ...`, for the plan to say what it did not verify.
     pub unchecked: Vec<String>,
+    /// Warnings and what apply will do besides writing rows: `timeout/x: no index ...`.
+    pub notes: Vec<String>,
 }
 
 /// Statements PostgreSQL can PREPARE: the ones worth checking.
@@ -163,6 +165,7 @@ pub async fn check_objects(
         }
     }
     report.unchecked.sort();
+    report.notes.sort();
     Ok(report)
 }
 
@@ -261,6 +264,42 @@ async fn check_timeout(
                 format!("the condition does not compile: {}", describe_pg_error(&e)),
             ));
         }
+    }
+    let quoted = format!(
+        "{}.{}",
+        super::quote_ident(&schema),
+        super::quote_ident(&table)
+    );
+    if columns.iter().any(|c| c.0 == spec.column)
+        && !super::timeouts::has_deadline_index(client, oid, &spec.column).await?
+    {
+        let predicate = spec
+            .where_
+            .as_deref()
+            .map(|w| format!(" WHERE ({w})"))
+            .unwrap_or_default();
+        report.notes.push(format!(
+            "{}: no index on {schema}.{table} starts with `{}`, so finding due rows reads the whole \
+             table on every wake; suggested: CREATE INDEX CONCURRENTLY ON {quoted} ({}){predicate};",
+            object.key(),
+            spec.column,
+            super::quote_ident(&spec.column),
+        ));
+    }
+    let trigger = super::timeouts::trigger_name(object.name());
+    match super::timeouts::trigger_state(client, oid, object.name()).await? {
+        (true, _) => {}
+        (false, true) => report.notes.push(format!(
+            "{}: apply installs trigger {trigger} on {schema}.{table} (AFTER INSERT OR UPDATE, \
+             FOR EACH STATEMENT; it sends NOTIFY pgsched_timeouts so new rows' deadlines are \
+             known at once); deleting the Timeout removes it",
+            object.key()
+        )),
+        (false, false) => report.notes.push(format!(
+            "{}: this role may not create triggers on {schema}.{table}, so rows are noticed only \
+             on the poll (up to 5 s late); GRANT TRIGGER ON {quoted} to let apply install {trigger}",
+            object.key()
+        )),
     }
     Ok(())
 }

@@ -5,8 +5,11 @@
 use super::{Context, StoreError, LOCK_CLASS, LOCK_MIGRATE};
 
 /// (version, name, SQL), in order. Append only: a released migration is never edited.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (2, "timeouts", include_str!("migrations/0002_timeouts.sql")),
+    (3, "executor", include_str!("migrations/0003_executor.sql")),
+];
 
 /// The latest schema version this binary knows.
 pub fn latest_version() -> i32 {

@@ -5,6 +5,9 @@
 pub mod checks;
 pub mod migrations;
 pub mod objects;
+pub mod report;
+pub mod runs;
+pub mod timeouts;
 
 /// Advisory lock keys (two-int form, first int "pgsc"). One for migrations, one for applying
 /// plans, so two processes starting or reconciling at once take turns.
@@ -23,6 +26,8 @@ pub enum StoreError {
     },
     #[error("the pgsched schema is at version {found}, newer than this pgsched knows ({known}); upgrade pgsched")]
     SchemaTooNew { found: i32, known: i32 },
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

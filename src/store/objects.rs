@@ -136,8 +136,16 @@ pub async fn apply_changes(tx: &impl GenericClient, plan: &Plan) -> Result<(), S
         } else {
             ""
         };
+        // A changed schedule, zone or runAt restarts the job's ticking from now: the executor
+        // computes its next tick afresh instead of catching up on the old schedule's ticks.
         let kind_update = if table == "pgsched.jobs" {
-            "kind = excluded.kind, "
+            "kind = excluded.kind,
+             tick_state = CASE WHEN (pgsched.jobs.spec->'schedule', pgsched.jobs.spec->'timeZone', pgsched.jobs.spec->'runAt')
+                                    IS DISTINCT FROM (excluded.spec->'schedule', excluded.spec->'timeZone', excluded.spec->'runAt')
+                               THEN 'new' ELSE pgsched.jobs.tick_state END,
+             next_run_at = CASE WHEN (pgsched.jobs.spec->'schedule', pgsched.jobs.spec->'timeZone', pgsched.jobs.spec->'runAt')
+                                    IS DISTINCT FROM (excluded.spec->'schedule', excluded.spec->'timeZone', excluded.spec->'runAt')
+                                THEN NULL ELSE pgsched.jobs.next_run_at END, "
         } else {
             ""
         };
@@ -190,5 +198,5 @@ pub async fn apply_changes(tx: &impl GenericClient, plan: &Plan) -> Result<(), S
         .await
         .context("writing chain steps")?;
     }
-    Ok(())
+    super::timeouts::sync_triggers(tx, plan).await
 }

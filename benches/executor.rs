@@ -1,0 +1,155 @@
+//! `make bench`: the executor's timing on a private PostgreSQL. Prints p50 / p99 / max of
+//! (a) start lateness of a per-second cron job over 60 s (goal p99 ≤ 10 ms),
+//! (b) trigger-to-start latency (goal p99 ≤ 5 ms),
+//! (c) the throughput of draining 20,000 queued runs of a no-op task.
+//! Asserts nothing. `PGSCHED_BENCH_QUICK=1` shortens (a) to 10 s.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use pgsched::executor::{run_executor, ExecutorConfig, SystemClock};
+use pgsched::reconcile::{apply, Outcome};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn percentiles(label: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{label:<44} p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms   (n={})",
+        at(0.5),
+        at(0.99),
+        ms[ms.len() - 1],
+        ms.len()
+    );
+}
+
+fn start(url: &str, concurrency: usize) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let mut config = ExecutorConfig::new(url);
+    config.concurrency = concurrency;
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let handle = tokio::spawn(async move {
+        run_executor(config, Arc::new(SystemClock), token)
+            .await
+            .unwrap();
+    });
+    (stop, handle)
+}
+
+async fn apply_spec(client: &mut tokio_postgres::Client, yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bench.yaml"), yaml).unwrap();
+    assert!(matches!(
+        apply(client, dir.path(), true).await.unwrap(),
+        Outcome::Applied(_)
+    ));
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let quick = std::env::var_os("PGSCHED_BENCH_QUICK").is_some();
+        println!("executor benchmark");
+
+        // (a) start lateness of a per-second cron job.
+        let db = common::fresh_db().await;
+        let mut client = db.connect().await;
+        apply_spec(
+            &mut client,
+            "apiVersion: pgsched/v1\nkind: Job\nmetadata: {name: tick}\nspec:\n  schedule: \"* * * * * *\"\n  builtin: {name: log, message: tick}\n",
+        )
+        .await;
+        let (stop, handle) = start(&db.url, 8);
+        tokio::time::sleep(Duration::from_secs(if quick { 10 } else { 60 })).await;
+        stop.cancel();
+        handle.await.unwrap();
+        let lateness: Vec<f64> = client
+            .query(
+                "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000 FROM pgsched.runs
+                  WHERE job = 'tick' AND started_at IS NOT NULL ORDER BY id OFFSET 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        percentiles("(a) per-second cron: start lateness", lateness);
+
+        // (b) trigger-to-start: from the trigger's commit to the run's start.
+        let db = common::fresh_db().await;
+        let mut client = db.connect().await;
+        apply_spec(
+            &mut client,
+            "apiVersion: pgsched/v1\nkind: Job\nmetadata: {name: ping}\nspec:\n  concurrencyPolicy: Allow\n  builtin: {name: log, message: ping}\n",
+        )
+        .await;
+        let (stop, handle) = start(&db.url, 8);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut latency = Vec::new();
+        for _ in 0..200 {
+            let committed = chrono::Utc::now();
+            let id: i64 = client
+                .query_one("SELECT pgsched.trigger('ping', '{}')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            let started = loop {
+                let row = client
+                    .query_one("SELECT started_at FROM pgsched.runs WHERE id = $1", &[&id])
+                    .await
+                    .unwrap();
+                if let Some(t) = row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(0) {
+                    break t;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            };
+            latency.push((started - committed).num_microseconds().unwrap() as f64 / 1000.0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        handle.await.unwrap();
+        percentiles("(b) trigger to start", latency);
+
+        // (c) drain 20,000 queued no-op runs.
+        let db = common::fresh_db().await;
+        let mut client = db.connect().await;
+        apply_spec(
+            &mut client,
+            "apiVersion: pgsched/v1\nkind: Job\nmetadata: {name: noop}\nspec:\n  concurrencyPolicy: Allow\n  builtin: {name: log, message: noop, level: debug}\n",
+        )
+        .await;
+        client
+            .batch_execute(
+                "INSERT INTO pgsched.runs (job, trigger, due_at) SELECT 'noop', 'manual', now() FROM generate_series(1, 20000)",
+            )
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let (stop, handle) = start(&db.url, 64);
+        loop {
+            let left: i64 = client
+                .query_one("SELECT count(*) FROM pgsched.runs WHERE status IN ('pending', 'running')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        stop.cancel();
+        handle.await.unwrap();
+        println!(
+            "(c) drain 20,000 no-op runs                  {:>8.2} s   {:>8.0} runs/s",
+            elapsed.as_secs_f64(),
+            20_000.0 / elapsed.as_secs_f64()
+        );
+    });
+}

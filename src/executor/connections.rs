@@ -1,0 +1,258 @@
+//! Connection pools for the databases tasks run on: the scheduler's own database, and the
+//! named `Connection` objects that a task's `database` field refers to.
+//!
+//! Pools for `Connection` objects are created lazily, on the first task that needs them, so a
+//! connection nobody uses never opens a socket and never needs its secret. The password is
+//! read (from an environment variable of this process or a file) when the pool is created and
+//! handed straight to tokio-postgres: it is never logged, stored, or put in an error message.
+//! A pool is thrown away when its spec changes, and also when the server rejects the
+//! password, so a rotated secret is picked up by the next task without a restart.
+//!
+//! Connections are recycled with deadpool's `Clean` method (`RESET ALL`, `UNLISTEN *`, advisory
+//! locks released, temporary tables dropped): one job's session settings must never leak into
+//! the next job that happens to get the same connection.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::spec::ConnectionSpec;
+use crate::store::describe_pg_error;
+
+use super::tasks::TaskError;
+
+/// How long opening one connection may take when the URL does not say (`connect_timeout`).
+/// Without it an unreachable host would hold a task until the kernel gives up on TCP.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Recycling runs a few statements on an idle connection; a dead peer must not hang a task.
+const RECYCLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shown in `pg_stat_activity` unless the URL names another application.
+const APPLICATION_NAME: &str = "pgsched";
+
+/// The pools of every database a task may run on.
+pub struct Databases {
+    default: Pool,
+    max_size: usize,
+    named: Mutex<HashMap<String, NamedPool>>,
+}
+
+/// A `Connection` object and, once a task has needed it, its pool.
+struct NamedPool {
+    spec: ConnectionSpec,
+    pool: Option<Pool>,
+}
+
+impl std::fmt::Debug for Databases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only names: a URL may carry a password for the scheduler's own database.
+        let named: Vec<String> = self.named.lock().unwrap().keys().cloned().collect();
+        f.debug_struct("Databases")
+            .field("max_size", &self.max_size)
+            .field("connections", &named)
+            .finish()
+    }
+}
+
+impl Databases {
+    /// Pools for the scheduler's own database at `default_url` (a tokio-postgres connection
+    /// string or URL), each pool holding at most `max_size` connections. Connects lazily.
+    pub fn new(default_url: &str, max_size: usize) -> Result<Databases, TaskError> {
+        let config = parse_config(default_url).map_err(|reason| TaskError::InvalidUrl {
+            database: DEFAULT_LABEL.to_string(),
+            reason,
+        })?;
+        Ok(Databases {
+            default: build_pool(config, max_size),
+            max_size,
+            named: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Replaces the set of `Connection` objects. A pool whose spec is unchanged is kept (with
+    /// its open connections); one whose spec changed or that is gone is closed: connections in
+    /// use finish their task and are then dropped instead of returning to the pool.
+    pub fn set_connections(&self, specs: Vec<(String, ConnectionSpec)>) {
+        let mut named = self.named.lock().unwrap();
+        let mut next = HashMap::with_capacity(specs.len());
+        for (name, spec) in specs {
+            let entry = match named.remove(&name) {
+                Some(old) if old.spec == spec => old,
+                Some(old) => {
+                    close(old.pool);
+                    NamedPool { spec, pool: None }
+                }
+                None => NamedPool { spec, pool: None },
+            };
+            next.insert(name, entry);
+        }
+        for (_, gone) in named.drain() {
+            close(gone.pool);
+        }
+        *named = next;
+    }
+
+    /// A connection to the task's database: the scheduler's own when `database` is `None`,
+    /// else the `Connection` object of that name.
+    pub async fn get(&self, database: Option<&str>) -> Result<Object, TaskError> {
+        let Some(name) = database else {
+            return self
+                .default
+                .get()
+                .await
+                .map_err(|e| pool_error(DEFAULT_LABEL.to_string(), e));
+        };
+        let pool = self.named_pool(name)?;
+        match pool.get().await {
+            Ok(object) => Ok(object),
+            Err(e) => {
+                if is_auth_failure(&e) {
+                    // The secret may have been rotated since the pool read it: read it again
+                    // next time rather than failing every run until a restart.
+                    self.forget_pool(name, &pool);
+                }
+                Err(pool_error(format!("connection `{name}`"), e))
+            }
+        }
+    }
+
+    /// The pool of `Connection` `name`, created (and its password read) on first use.
+    fn named_pool(&self, name: &str) -> Result<Pool, TaskError> {
+        let mut named = self.named.lock().unwrap();
+        let entry = named
+            .get_mut(name)
+            .ok_or_else(|| TaskError::UnknownConnection {
+                name: name.to_string(),
+            })?;
+        if let Some(pool) = &entry.pool {
+            return Ok(pool.clone());
+        }
+        let label = format!("connection `{name}`");
+        let mut config = parse_config(&entry.spec.url).map_err(|reason| TaskError::InvalidUrl {
+            database: label.clone(),
+            reason,
+        })?;
+        if let Some(password) =
+            read_password(&entry.spec).map_err(|reason| TaskError::Password {
+                database: label.clone(),
+                reason,
+            })?
+        {
+            config.password(password);
+        }
+        let pool = build_pool(config, self.max_size);
+        entry.pool = Some(pool.clone());
+        Ok(pool)
+    }
+
+    /// Drops the pool of `name` if it is still `pool` (a concurrent `set_connections` may
+    /// already have replaced it).
+    fn forget_pool(&self, name: &str, pool: &Pool) {
+        let mut named = self.named.lock().unwrap();
+        if let Some(entry) = named.get_mut(name) {
+            if entry
+                .pool
+                .as_ref()
+                .is_some_and(|p| std::ptr::eq(p.manager(), pool.manager()))
+            {
+                close(entry.pool.take());
+            }
+        }
+    }
+}
+
+const DEFAULT_LABEL: &str = "the scheduler's database";
+
+fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
+    // The parser's messages name the offending part, never echo the whole string, so a
+    // password inside the URL cannot leak through them.
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION_NAME);
+    }
+    Ok(config)
+}
+
+fn build_pool(config: tokio_postgres::Config, max_size: usize) -> Pool {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            // Waiting for a free connection is bounded by the task's own timeout instead.
+            wait: None,
+            create: None,
+            recycle: Some(RECYCLE_TIMEOUT),
+        })
+        .build()
+        // Only fails for timeouts without a runtime, and the runtime is set above.
+        .expect("a pool with a runtime always builds")
+}
+
+fn close(pool: Option<Pool>) {
+    if let Some(pool) = pool {
+        pool.close();
+    }
+}
+
+/// The password of a `Connection`, from `passwordFromEnv` or `passwordFromFile`. The error
+/// names where the password should have come from, never what it is.
+fn read_password(spec: &ConnectionSpec) -> Result<Option<String>, String> {
+    if let Some(var) = &spec.password_from_env {
+        return match std::env::var(var) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Err(format!(
+                "environment variable {var} (passwordFromEnv) is not set in the pgsched process"
+            )),
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+                "environment variable {var} (passwordFromEnv) is not valid UTF-8"
+            )),
+        };
+    }
+    if let Some(path) = &spec.password_from_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read passwordFromFile {path}: {e}"))?;
+        // Secret files are usually written with `echo`, so the line ending is not part of
+        // the password; other whitespace may be.
+        let password = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        return Ok(Some(password.to_string()));
+    }
+    Ok(None)
+}
+
+fn is_auth_failure(e: &PoolError) -> bool {
+    match e {
+        PoolError::Backend(e) => matches!(
+            e.code(),
+            Some(c) if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        ),
+        _ => false,
+    }
+}
+
+fn pool_error(database: String, e: PoolError) -> TaskError {
+    let reason = match &e {
+        PoolError::Backend(pg) => describe_pg_error(pg),
+        other => other.to_string(),
+    };
+    TaskError::Connect { database, reason }
+}

@@ -1,0 +1,730 @@
+//! The executor: turns due ticks into runs, claims due runs, runs their tasks, settles them
+//! (retries with back-off), beats for them, and recovers runs whose worker died.
+//!
+//! It wakes on NOTIFY (a dedicated, unpooled LISTEN connection: pools drop notifications), on
+//! a timer to the next due tick or run, and on a poll as the fallback, so a lost notification
+//! delays a run by at most the poll interval. After a connection loss or a server restart it
+//! reconnects with back-off, resubscribes and looks at everything again. Each tick becomes one
+//! run however many replicas run (compare-and-set on the job plus a unique (job, tick)), and a
+//! run is claimed by one of them (`FOR UPDATE SKIP LOCKED` under a short claim lock, so
+//! concurrency policies see a consistent picture of what runs).
+
+pub mod connections;
+pub mod policy;
+pub mod tasks;
+pub mod ticks;
+
+use crate::spec::{HasTask, JobSpec};
+use crate::store::runs::{
+    self, ClaimedRun, Completion, Finish, CHANNEL_CANCEL, CHANNEL_JOBS, CHANNEL_RUNS,
+};
+use crate::store::{describe_pg_error, Context, StoreError};
+use chrono::{DateTime, Utc};
+use connections::Databases;
+use policy::{AttemptResult, Candidate, Decision, Running, Settlement};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tasks::{TaskContext, TaskOutcome};
+use ticks::{plan_ticks, TickOutcome, TickState, Timing};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// The time, injected so tests of missed runs need not wait for hours.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// tokio-postgres connection string or URL of the scheduler's database.
+    pub database_url: String,
+    /// This process's name in `pgsched.runs.worker` and `pgsched.workers`: `host/pid`.
+    pub worker: String,
+    /// Fallback poll: the longest a lost notification can delay a run.
+    pub poll: Duration,
+    /// Heartbeat interval; a run whose worker missed three beats is lost.
+    pub heartbeat: Duration,
+    /// Runs executing at once in this process.
+    pub concurrency: usize,
+    /// On shutdown: how long running runs may take to finish before they are cancelled.
+    pub grace: Duration,
+}
+
+impl ExecutorConfig {
+    pub fn new(database_url: impl Into<String>) -> Self {
+        ExecutorConfig {
+            database_url: database_url.into(),
+            worker: default_worker_name(),
+            poll: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(2),
+            concurrency: 32,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `hostname/pid`, like pg_timetable's client name.
+pub fn default_worker_name() -> String {
+    format!("{}/{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Why a running run's cancellation token fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelReason {
+    Replaced,
+    Shutdown,
+}
+
+/// Runs in flight in this process: their cancellation tokens, so a Replace or a shutdown can
+/// reach them.
+#[derive(Default)]
+struct InFlight {
+    runs: Mutex<HashMap<i64, (CancellationToken, Option<CancelReason>)>>,
+}
+
+impl InFlight {
+    fn cancel(&self, id: i64, reason: CancelReason) {
+        if let Some((token, why)) = self.runs.lock().expect("in-flight lock").get_mut(&id) {
+            why.get_or_insert(reason);
+            token.cancel();
+        }
+    }
+    fn cancel_all(&self, reason: CancelReason) {
+        for (token, why) in self.runs.lock().expect("in-flight lock").values_mut() {
+            why.get_or_insert(reason);
+            token.cancel();
+        }
+    }
+    fn len(&self) -> usize {
+        self.runs.lock().expect("in-flight lock").len()
+    }
+}
+
+/// Runs the executor until `shutdown` is cancelled, then stops claiming, lets running runs
+/// finish within the grace period, cancels the rest (they go back to pending for another
+/// worker) and returns.
+pub async fn run_executor(
+    config: ExecutorConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<(), ExecutorError> {
+    let pool = bookkeeping_pool(&config.database_url)?;
+    let databases = Arc::new(
+        Databases::new(&config.database_url, config.concurrency.max(2))
+            .map_err(|e| ExecutorError::Setup(e.to_string()))?,
+    );
+    let wake = Arc::new(Notify::new());
+    let in_flight = Arc::new(InFlight::default());
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+    let stop_listening = CancellationToken::new();
+
+    let listener = tokio::spawn(listen(
+        config.database_url.clone(),
+        wake.clone(),
+        in_flight.clone(),
+        stop_listening.clone(),
+    ));
+    let completer = tokio::spawn(complete_loop(pool.clone(), config.worker.clone(), done_rx));
+    let beat_stop = CancellationToken::new();
+    let beater = tokio::spawn(heartbeat_loop(
+        pool.clone(),
+        config.clone(),
+        in_flight.clone(),
+        beat_stop.clone(),
+    ));
+
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = Duration::from_millis(100);
+    // After a claim that left runs waiting (maxInstances, exclusive), wait for an event rather
+    // than spinning on runs that are due but cannot start yet.
+    let mut waiting_for_event = false;
+    loop {
+        let step = async {
+            let now = clock.now();
+            connections_refresh(&pool, &databases).await?;
+            materialize(&pool, clock.as_ref(), config.poll).await?;
+            let free = slots.available_permits();
+            let mut left_waiting = false;
+            if free > 0 {
+                let (claimed, waiting) = claim(&pool, &config.worker, now, free).await?;
+                left_waiting = waiting;
+                for run in claimed {
+                    let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+                    // Not a child of `shutdown`: running runs get the grace period first.
+                    let token = CancellationToken::new();
+                    in_flight
+                        .runs
+                        .lock()
+                        .expect("in-flight lock")
+                        .insert(run.id, (token.clone(), None));
+                    let databases = databases.clone();
+                    let done = done_tx.clone();
+                    let in_flight = in_flight.clone();
+                    let clock = clock.clone();
+                    tasks.spawn(async move {
+                        let completion =
+                            execute(run, &databases, token, &in_flight, clock.as_ref()).await;
+                        in_flight
+                            .runs
+                            .lock()
+                            .expect("in-flight lock")
+                            .remove(&completion.id);
+                        let _ = done.send(completion);
+                        drop(permit);
+                    });
+                }
+            }
+            let next = runs::next_wake(&**pool.get().await.map_err(pool_error)?).await?;
+            Ok::<_, StoreError>((next, left_waiting))
+        };
+        let sleep_for = match step.await {
+            Ok((next, left_waiting)) => {
+                backoff = Duration::from_millis(100);
+                waiting_for_event = left_waiting;
+                let now = clock.now();
+                match next {
+                    Some(at) if !waiting_for_event => (at - now)
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(config.poll),
+                    _ => config.poll,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "executor step failed");
+                if is_read_only(&e) {
+                    // A failover left us on a standby: drop every pooled connection.
+                    pool.retain(|_, _| false);
+                }
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                wait
+            }
+        };
+        // Reap finished tasks so the JoinSet does not grow.
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep_for) => {}
+            Some(_) = tasks.join_next(), if waiting_for_event && !tasks.is_empty() => {}
+        }
+    }
+
+    // Shutdown: no more claims. Let running runs finish within the grace period.
+    tracing::info!(running = in_flight.len(), grace = ?config.grace, "stopping: waiting for running runs");
+    let graceful = tokio::time::timeout(config.grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if graceful.is_err() {
+        tracing::warn!(
+            running = in_flight.len(),
+            "grace period over: cancelling running runs; they will be retried"
+        );
+        in_flight.cancel_all(CancelReason::Shutdown);
+        while tasks.join_next().await.is_some() {}
+    }
+    drop(done_tx);
+    let _ = completer.await;
+    beat_stop.cancel();
+    let _ = beater.await;
+    stop_listening.cancel();
+    let _ = listener.await;
+    if let Ok(client) = pool.get().await {
+        let _ = runs::unregister(&**client, &config.worker).await;
+    }
+    Ok(())
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(source) => StoreError::Db {
+            context: "connecting to PostgreSQL".into(),
+            source,
+        },
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn is_read_only(e: &StoreError) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
+}
+
+fn bookkeeping_pool(url: &str) -> Result<deadpool_postgres::Pool, ExecutorError> {
+    let pg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| ExecutorError::Setup(format!("invalid database URL: {e}")))?;
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(4)
+        .build()
+        .map_err(|e| ExecutorError::Setup(e.to_string()))
+}
+
+/// Keeps the named Connections' pools in step with `pgsched.connections`.
+async fn connections_refresh(
+    pool: &deadpool_postgres::Pool,
+    databases: &Databases,
+) -> Result<(), StoreError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let rows = client
+        .query("SELECT name, spec FROM pgsched.connections", &[])
+        .await
+        .context("reading connections")?;
+    let specs = rows
+        .iter()
+        .filter_map(|r| {
+            let spec: serde_json::Value = r.get(1);
+            Some((
+                r.get::<_, String>(0),
+                serde_json::from_value::<crate::spec::ConnectionSpec>(spec).ok()?,
+            ))
+        })
+        .collect();
+    databases.set_connections(specs);
+    Ok(())
+}
+
+/// Turns every due tick of every scheduled job into runs (or missed records).
+async fn materialize(
+    pool: &deadpool_postgres::Pool,
+    clock: &dyn Clock,
+    poll: Duration,
+) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let now = clock.now();
+    // A tick found within this much of its time counts as on time; older ones were missed.
+    let tolerance = poll + Duration::from_secs(1);
+    for job in runs::due_jobs(&**client, now).await? {
+        let Ok(spec) = serde_json::from_value::<JobSpec>(job.spec.clone()) else {
+            continue;
+        };
+        let Some(timing) = timing_of(&spec) else {
+            continue;
+        };
+        let state = match (job.tick_state.as_str(), job.next_run_at) {
+            ("scheduled", Some(at)) => TickState::Scheduled(at),
+            ("after-finish", _) => TickState::AfterFinish,
+            ("done", _) => TickState::Done,
+            _ => TickState::New,
+        };
+        let plan = plan_ticks(&timing, state, now, tolerance);
+        let ticks: Vec<runs::TickRow> = plan
+            .ticks
+            .iter()
+            .map(|t| runs::TickRow {
+                at: t.at,
+                status: match t.outcome {
+                    TickOutcome::Run => "pending",
+                    TickOutcome::Missed => "missed",
+                },
+                trigger: if t.catch_up { "catchup" } else { "schedule" },
+                error: t.reason.clone(),
+            })
+            .collect();
+        let new = match plan.next {
+            TickState::New => ("new", None),
+            TickState::Scheduled(at) => ("scheduled", Some(at)),
+            TickState::AfterFinish => ("after-finish", None),
+            TickState::Done => ("done", None),
+        };
+        runs::advance_job(
+            &mut client,
+            &job.name,
+            (&job.tick_state, job.next_run_at),
+            new,
+            &ticks,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The timing fields of a job spec, parsed (validation guarantees they parse).
+fn timing_of(spec: &JobSpec) -> Option<Timing> {
+    let s = spec.scheduling();
+    Some(Timing {
+        schedule: match s.schedule {
+            Some(text) => Some(crate::schedule::parse_schedule(text).ok()?),
+            None => None,
+        },
+        run_at: s.run_at.map(|t| t.with_timezone(&Utc)),
+        tz: s
+            .time_zone
+            .map(crate::schedule::parse_time_zone)
+            .transpose()
+            .ok()?
+            .unwrap_or(chrono_tz::UTC),
+        missed_runs: s.missed_runs,
+        starting_deadline: s.starting_deadline.map(|d| d.0),
+        suspended: s.suspend,
+    })
+}
+
+/// Claims up to `free` due runs: decides each candidate (start, wait, skip, miss, cancel) under
+/// the claim lock and records the decisions. Returns the runs to execute and whether any due
+/// run was left waiting.
+async fn claim(
+    pool: &deadpool_postgres::Pool,
+    worker: &str,
+    now: DateTime<Utc>,
+    free: usize,
+) -> Result<(Vec<ClaimedRun>, bool), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.context("starting a claim")?;
+    // Look past the free slots: runs that must wait should not hide runs that could start.
+    let view = runs::read_claim_view(&tx, now, (free * 4).max(16) as i64).await?;
+    if view.candidates.is_empty() {
+        tx.commit().await.context("ending a claim")?;
+        return Ok((Vec::new(), false));
+    }
+    let candidates: Vec<Candidate> = view
+        .candidates
+        .iter()
+        .map(|p| Candidate {
+            id: p.id,
+            job: p.job.clone(),
+            due_at: p.due_at,
+            catch_up: p.trigger == "catchup",
+            spec: p.spec.clone().and_then(|s| serde_json::from_value(s).ok()),
+        })
+        .collect();
+    let running: Vec<Running> = view
+        .running
+        .iter()
+        .map(|(id, job, exclusive)| Running {
+            id: *id,
+            job: job.clone(),
+            exclusive: *exclusive,
+        })
+        .collect();
+    let decisions = policy::decide(&candidates, &running, now);
+    let mut starts = Vec::new();
+    let mut claimed = Vec::new();
+    let mut finishes = Vec::new();
+    let mut cancel = Vec::new();
+    let mut waiting = false;
+    for ((pending, candidate), decision) in view.candidates.iter().zip(candidates).zip(decisions) {
+        match decision {
+            Decision::Start | Decision::StartReplacing(_) if claimed.len() >= free => {
+                waiting = true
+            }
+            Decision::Start | Decision::StartReplacing(_) => {
+                if let Decision::StartReplacing(ids) = &decision {
+                    cancel.extend(ids.iter().copied());
+                }
+                starts.push(pending.id);
+                claimed.push(ClaimedRun {
+                    id: pending.id,
+                    job: pending.job.clone(),
+                    attempt: pending.attempt,
+                    params: pending.params.clone(),
+                    spec: candidate.spec.expect("a started run has a spec"),
+                });
+            }
+            Decision::Wait => waiting = true,
+            Decision::Skip(error) => finishes.push(Finish {
+                id: pending.id,
+                status: "skipped",
+                error,
+            }),
+            Decision::Miss(error) => finishes.push(Finish {
+                id: pending.id,
+                status: "missed",
+                error,
+            }),
+            Decision::Cancel(error) => finishes.push(Finish {
+                id: pending.id,
+                status: "cancelled",
+                error,
+            }),
+        }
+    }
+    runs::write_claim(&tx, worker, &starts, &finishes, &cancel).await?;
+    tx.commit().await.context("committing a claim")?;
+    Ok((claimed, waiting))
+}
+
+/// Runs one claimed run's task and settles the attempt.
+async fn execute(
+    run: ClaimedRun,
+    databases: &Databases,
+    token: CancellationToken,
+    in_flight: &InFlight,
+    clock: &dyn Clock,
+) -> Completion {
+    let params = merged_params(run.spec.params.as_ref(), &run.params);
+    let outcome = match run.spec.task() {
+        Some(task) => {
+            let ctx = TaskContext {
+                job: &run.job,
+                run_id: run.id,
+                attempt: run.attempt,
+                params: &params,
+                timeout: run.spec.timeout.map(|d| d.0),
+                cancel: token,
+                databases,
+                database: run.spec.database.as_deref(),
+            };
+            tasks::run_task(&task, &ctx).await
+        }
+        None => TaskOutcome {
+            status: tasks::Outcome::Failed,
+            error: Some("the job has no task".into()),
+            output: String::new(),
+            rows_affected: None,
+        },
+    };
+    let reason = in_flight
+        .runs
+        .lock()
+        .expect("in-flight lock")
+        .get(&run.id)
+        .and_then(|(_, why)| *why);
+    let result = match outcome.status {
+        tasks::Outcome::Succeeded => AttemptResult::Succeeded,
+        tasks::Outcome::Failed => AttemptResult::Failed,
+        tasks::Outcome::TimedOut => AttemptResult::TimedOut,
+        tasks::Outcome::Cancelled => match reason {
+            Some(CancelReason::Replaced) => AttemptResult::Replaced,
+            _ => AttemptResult::Interrupted,
+        },
+    };
+    let now = clock.now();
+    let settlement = policy::settle(
+        result,
+        run.attempt,
+        run.spec.retries.as_ref(),
+        now,
+        rand::random(),
+    );
+    let (status, attempt, due_at) = match settlement {
+        Settlement::Finished(status) => (status, run.attempt, None),
+        Settlement::Retry { attempt, due_at } => ("pending", attempt, Some(due_at)),
+    };
+    let error = match result {
+        AttemptResult::Replaced => {
+            Some("cancelled: replaced by a newer instance (concurrencyPolicy: Replace)".into())
+        }
+        AttemptResult::Interrupted => {
+            Some("interrupted: the worker shut down; the run will be retried".into())
+        }
+        _ => outcome.error,
+    };
+    let after_next = match status {
+        "pending" => None,
+        _ => timing_of(&run.spec)
+            .and_then(|t| ticks::after_finish(&t, now))
+            .map(|at| (run.job.clone(), at)),
+    };
+    if status == "failed" {
+        tracing::warn!(job = %run.job, run = run.id, attempt = run.attempt, error = ?error, "run failed");
+    }
+    Completion {
+        id: run.id,
+        status,
+        attempt,
+        due_at,
+        error,
+        output: outcome.output,
+        rows_affected: outcome.rows_affected,
+        after_next,
+    }
+}
+
+/// A run's parameters: the job's defaults overlaid with the trigger's.
+pub fn merged_params(
+    defaults: Option<&serde_json::Map<String, serde_json::Value>>,
+    given: &serde_json::Value,
+) -> serde_json::Value {
+    let mut merged = defaults.cloned().unwrap_or_default();
+    if let Some(given) = given.as_object() {
+        for (k, v) in given {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::Value::Object(merged)
+}
+
+/// Writes finished attempts in batches: whatever finished while the previous batch was being
+/// written goes into the next statement.
+async fn complete_loop(
+    pool: deadpool_postgres::Pool,
+    worker: String,
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 1000 {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let result = async {
+                let mut client = pool.get().await.map_err(pool_error)?;
+                runs::complete(&mut client, &worker, &batch).await
+            }
+            .await;
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    // Keep the outcomes and try again: losing them would leave the runs to be
+                    // recovered as lost and run twice.
+                    tracing::warn!(error = %e, runs = batch.len(), "could not record finished runs; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    if is_read_only(&e) {
+                        pool.retain(|_, _| false);
+                    }
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Beats for this worker's runs, acts on cancellation requests, recovers lost runs and prunes
+/// history, every heartbeat interval.
+async fn heartbeat_loop(
+    pool: deadpool_postgres::Pool,
+    config: ExecutorConfig,
+    in_flight: Arc<InFlight>,
+    stop: CancellationToken,
+) {
+    let host = hostname();
+    let pid = std::process::id() as i32;
+    let stale_ms = (config.heartbeat * 3).as_millis() as i64;
+    let mut beats: u64 = 0;
+    loop {
+        let result = async {
+            let client = pool.get().await.map_err(pool_error)?;
+            for id in runs::heartbeat(&**client, &config.worker, &host, pid).await? {
+                in_flight.cancel(id, CancelReason::Replaced);
+            }
+            let (retried, lost) = runs::recover_lost(&**client, stale_ms).await?;
+            if retried + lost > 0 {
+                tracing::warn!(retried, lost, "recovered runs whose worker stopped beating");
+            }
+            // History is pruned about once a minute, in small batches.
+            if beats % (60 / config.heartbeat.as_secs().clamp(1, 60)).max(1) == 0 {
+                runs::prune_history(&**client, 1000).await?;
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        beats += 1;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(config.heartbeat) => {}
+        }
+    }
+}
+
+/// The dedicated LISTEN connection: wakes the executor on new runs and changed jobs, and
+/// cancels runs on request. Reconnects with back-off; after each (re)connection it wakes the
+/// executor, since notifications sent while it was away are lost.
+async fn listen(url: String, wake: Arc<Notify>, in_flight: Arc<InFlight>, stop: CancellationToken) {
+    use futures_util::StreamExt;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = tokio_postgres::connect(&url, tokio_postgres::NoTls) => c,
+        };
+        match connected {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                let _ = tx.send(n);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN connection lost");
+                                break;
+                            }
+                        }
+                    }
+                });
+                let subscribed = client
+                    .batch_execute(&format!(
+                        "LISTEN {CHANNEL_RUNS}; LISTEN {CHANNEL_JOBS}; LISTEN {CHANNEL_CANCEL};"
+                    ))
+                    .await;
+                if let Err(e) = subscribed {
+                    tracing::warn!(error = %describe_pg_error(&e), "LISTEN failed");
+                } else {
+                    backoff = Duration::from_millis(100);
+                    wake.notify_one();
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => { driver.abort(); return; }
+                            n = rx.recv() => match n {
+                                Some(n) if n.channel() == CHANNEL_CANCEL => {
+                                    if let Ok(id) = n.payload().parse() {
+                                        in_flight.cancel(id, CancelReason::Replaced);
+                                    }
+                                }
+                                Some(_) => wake.notify_one(),
+                                None => break,
+                            },
+                        }
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect for LISTEN"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,178 @@
+//! Read-only queries behind `pgsched status`, `pgsched runs` and `pgsched trigger`.
+
+use super::{Context, StoreError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+/// One run as `pgsched runs` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub id: i64,
+    pub job: String,
+    pub status: String,
+    pub attempt: i32,
+    pub trigger: String,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub due_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub worker: Option<String>,
+    pub error: Option<String>,
+    pub output: Option<String>,
+    pub rows_affected: Option<i64>,
+    pub params: serde_json::Value,
+}
+
+/// A job's (or timeout's) runs, newest first.
+pub async fn runs_of(
+    c: &impl GenericClient,
+    job: &str,
+    limit: i64,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT id, job, status, attempt, trigger, scheduled_at, due_at, started_at, finished_at,
+                    duration_ms, worker, error, output, rows_affected, params
+               FROM pgsched.runs WHERE job = $1 ORDER BY id DESC LIMIT $2",
+            &[&job, &limit],
+        )
+        .await
+        .context("reading runs")?;
+    Ok(rows
+        .iter()
+        .map(|r| RunRecord {
+            id: r.get(0),
+            job: r.get(1),
+            status: r.get(2),
+            attempt: r.get(3),
+            trigger: r.get(4),
+            scheduled_at: r.get(5),
+            due_at: r.get(6),
+            started_at: r.get(7),
+            finished_at: r.get(8),
+            duration_ms: r.get(9),
+            worker: r.get(10),
+            error: r.get(11),
+            output: r.get(12),
+            rows_affected: r.get(13),
+            params: r.get(14),
+        })
+        .collect())
+}
+
+/// One object as `pgsched status` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStatus {
+    pub kind: String,
+    pub name: String,
+    pub schedule: Option<String>,
+    pub suspended: bool,
+    pub generation: i64,
+    pub source_file: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub active: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub last_run: Option<LastRun>,
+    pub last_successful_at: Option<DateTime<Utc>>,
+    pub last_scheduled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    pub id: i64,
+    pub status: String,
+    pub attempt: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub worker: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Every job, chain and timeout (or the one named) with its run totals and last run.
+pub async fn status(
+    c: &impl GenericClient,
+    name: Option<&str>,
+) -> Result<Vec<ObjectStatus>, StoreError> {
+    let rows = c
+        .query(
+            "WITH objects AS (
+                 SELECT kind, name, schedule, suspended, generation, source_file, next_run_at FROM pgsched.jobs
+                 UNION ALL
+                 SELECT 'Timeout', name, 'after ' || after::text, suspended, generation, source_file, next_deadline
+                   FROM pgsched.timeouts)
+             SELECT o.kind, o.name, o.schedule, o.suspended, o.generation, o.source_file, o.next_run_at,
+                    t.active, t.succeeded, t.failed, t.skipped, t.last_success, t.last_scheduled,
+                    l.id, l.status, l.attempt, l.started_at, l.finished_at, l.duration_ms, l.worker, l.error
+               FROM objects o
+               LEFT JOIN LATERAL (
+                   SELECT count(*) FILTER (WHERE status = 'running') AS active,
+                          count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+                          count(*) FILTER (WHERE status IN ('failed', 'lost')) AS failed,
+                          count(*) FILTER (WHERE status IN ('skipped', 'missed')) AS skipped,
+                          max(finished_at) FILTER (WHERE status = 'succeeded') AS last_success,
+                          max(scheduled_at) AS last_scheduled
+                     FROM pgsched.runs r WHERE r.job = o.name) t ON true
+               LEFT JOIN LATERAL (
+                   SELECT id, status, attempt, started_at, finished_at, duration_ms, worker, error
+                     FROM pgsched.runs r
+                    WHERE r.job = o.name AND r.status NOT IN ('pending')
+                    ORDER BY r.id DESC LIMIT 1) l ON true
+              WHERE $1::text IS NULL OR o.name = $1
+              ORDER BY o.kind, o.name",
+            &[&name],
+        )
+        .await
+        .context("reading status")?;
+    Ok(rows
+        .iter()
+        .map(|r| ObjectStatus {
+            kind: r.get(0),
+            name: r.get(1),
+            schedule: r.get(2),
+            suspended: r.get(3),
+            generation: r.get(4),
+            source_file: r.get(5),
+            next_run_at: r.get(6),
+            active: r.get(7),
+            succeeded: r.get(8),
+            failed: r.get(9),
+            skipped: r.get(10),
+            last_successful_at: r.get(11),
+            last_scheduled_at: r.get(12),
+            last_run: r.get::<_, Option<i64>>(13).map(|id| LastRun {
+                id,
+                status: r.get(14),
+                attempt: r.get(15),
+                started_at: r.get(16),
+                finished_at: r.get(17),
+                duration_ms: r.get(18),
+                worker: r.get(19),
+                error: r.get(20),
+            }),
+        })
+        .collect())
+}
+
+/// Enqueues an on-demand run through `pgsched.trigger`; returns its id.
+pub async fn trigger(
+    c: &impl GenericClient,
+    job: &str,
+    params: &serde_json::Value,
+    at: Option<DateTime<Utc>>,
+) -> Result<i64, StoreError> {
+    Ok(c.query_one(
+        "SELECT pgsched.trigger($1, $2::jsonb, coalesce($3, now()))",
+        &[&job, params, &at],
+    )
+    .await
+    .context(format!("triggering {job}"))?
+    .get(0))
+}
