@@ -26,7 +26,9 @@
 //! and `@after` a delay after the previous run finished; neither looks at the time zone.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -54,8 +56,8 @@ pub struct CronSchedule {
     /// What users see: the expression with its whitespace normalised, or the macro's name.
     text: String,
     /// Always 6 numeric fields (seconds first), so croner never sees names or macros and its own
-    /// extensions cannot slip through. Boxed: a parsed pattern is several hundred bytes.
-    cron: Box<Cron>,
+    /// extensions cannot slip through. Shared: compiled once per distinct pattern (see `compiled`).
+    cron: Arc<Cron>,
     /// cronie's "wildcard" job: keeps real-time cadence across DST changes (see module doc).
     interval: bool,
     /// False when no calendar day can ever match (`0 0 30 2 *`); saves a search to year 5000.
@@ -408,6 +410,34 @@ struct Field {
     starred: bool,
 }
 
+/// croner's parse costs about 20 µs (it fills a bitfield for every year it could match), and a
+/// spec directory repeats the same few schedules many times: patterns are compiled once per
+/// process. The cache is bounded; past its size it is simply cleared.
+fn compiled(numeric: &str, both_days_must_match: bool) -> Result<Arc<Cron>, String> {
+    const MAX_CACHED: usize = 4096;
+    type Cache = Mutex<HashMap<(String, bool), Arc<Cron>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (numeric.to_string(), both_days_must_match);
+    if let Some(hit) = cache.lock().expect("cron cache").get(&key) {
+        return Ok(hit.clone());
+    }
+    let cron = CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .dom_and_dow(both_days_must_match)
+        .build()
+        .parse(numeric)
+        .map_err(|e| e.to_string())?;
+    let cron = Arc::new(cron);
+    let mut cache = cache.lock().expect("cron cache");
+    if cache.len() >= MAX_CACHED {
+        cache.clear();
+    }
+    cache.insert(key, cron.clone());
+    Ok(cron)
+}
+
 fn build_cron(text: String, fields: &[&str]) -> Result<CronSchedule, ScheduleError> {
     let specs: &[FieldSpec] = if fields.len() == 6 {
         &[SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK]
@@ -444,19 +474,13 @@ fn build_cron(text: String, fields: &[&str]) -> Result<CronSchedule, ScheduleErr
             .collect::<Vec<_>>()
             .join(" "),
     );
-    let cron = CronParser::builder()
-        .seconds(Seconds::Required)
-        .year(Year::Disallowed)
-        .dom_and_dow(both_days_must_match)
-        .build()
-        .parse(&numeric)
-        .map_err(|e| ScheduleError::Cron {
-            text: text.clone(),
-            message: e.to_string(),
-        })?;
+    let cron = compiled(&numeric, both_days_must_match).map_err(|message| ScheduleError::Cron {
+        text: text.clone(),
+        message,
+    })?;
     Ok(CronSchedule {
         text,
-        cron: Box::new(cron),
+        cron,
         interval,
         fires,
     })

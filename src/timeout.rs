@@ -11,7 +11,8 @@
 //! At a deadline it runs expiry batches: one statement each that picks due rows `FOR UPDATE
 //! SKIP LOCKED`, re-checks the condition and the deadline, applies `set` or deletes, records
 //! the run and stores the next deadline (see [`crate::store::timeouts::expire_sql`]). Rows
-//! another transaction holds are left and tried again [`TimeoutConfig::locked_retry`] later,
+//! another transaction holds are left and tried again [`TimeoutConfig::locked_retry`] later
+//! (backing off to 1 s while they stay held),
 //! while rows that fall due in between are still expired on time. Timeouts take turns one
 //! batch at a time, so a large backlog in one does not hold up the others, and a Timeout that
 //! fails (its table was dropped) records `last_error` and is retried on the next poll.
@@ -50,7 +51,9 @@ pub struct TimeoutConfig {
     pub poll: Duration,
     /// Recorded as `runs.worker` of each firing: which replica expired the rows.
     pub worker: String,
-    /// How soon due rows that another transaction held locked are tried again. Default 100 ms.
+    /// How soon due rows that another transaction held locked are tried again. Default 100 ms;
+    /// while the same rows stay held, the wait doubles up to 1 s, so a transaction left open
+    /// for hours costs one statement a second, not ten.
     pub locked_retry: Duration,
     /// Counters the loop keeps, for /metrics and benchmarks.
     pub metrics: Arc<TimeoutMetrics>,
@@ -124,7 +127,8 @@ pub async fn run_timeouts(
         .database_url
         .parse()
         .map_err(|e: tokio_postgres::Error| TimeoutError::BadUrl(e.to_string()))?;
-    // A listener that only receives would otherwise notice a dead peer only after hours.
+    // A listener that only receives would otherwise notice a dead peer (over TCP) only after
+    // hours.
     pg.keepalives_idle(Duration::from_secs(30))
         .keepalives_interval(Duration::from_secs(10))
         .keepalives_retries(3);
@@ -312,6 +316,10 @@ struct Prepared {
     expire: Statement,
 }
 
+/// The shortest time between two deadline computations of one Timeout. A row changed within
+/// it is seen at most this much later; only a row inserted already (nearly) due could notice.
+const RECOMPUTE_GAP: Duration = Duration::from_millis(10);
+
 /// One Timeout's state in the loop.
 struct Tracked {
     /// None when it cannot run (its table or columns are missing).
@@ -328,6 +336,11 @@ struct Tracked {
     since: Option<f64>,
     /// When the last expiry statement was sent.
     last_expiry: Option<Instant>,
+    /// Expiry statements in a row that left due rows behind (held by someone else).
+    held_streak: u32,
+    /// When the deadline was last computed: notifications are folded into at most one
+    /// recompute per [`RECOMPUTE_GAP`], so a busy table costs the database little.
+    last_recompute: Option<Instant>,
     /// The error recorded last, so a Timeout failing on every poll is logged and written once.
     error: Option<String>,
 }
@@ -342,8 +355,32 @@ impl Tracked {
             wake: None,
             since: None,
             last_expiry: None,
+            held_streak: 0,
+            last_recompute: None,
             error: None,
         }
+    }
+
+    /// How long after the last expiry statement to try rows held by someone else again:
+    /// `base`, doubling with each statement in a row that found them still held, up to 1 s.
+    fn held_retry(&self, base: Duration) -> Duration {
+        let cap = base.max(Duration::from_secs(1));
+        let doublings = self.held_streak.saturating_sub(1).min(10);
+        base.saturating_mul(1 << doublings).min(cap)
+    }
+
+    fn recompute_deferred(&self, now: Instant) -> bool {
+        self.last_recompute
+            .is_some_and(|at| now < at + RECOMPUTE_GAP)
+    }
+
+    /// When the loop must next act for this Timeout: expire, or compute a deferred deadline.
+    fn next_action(&self) -> Option<Instant> {
+        let recompute = (self.dirty && !self.broken && self.def.is_some()).then(|| {
+            self.last_recompute
+                .map_or_else(Instant::now, |at| at + RECOMPUTE_GAP)
+        });
+        earliest(self.wake, recompute)
     }
 }
 
@@ -435,7 +472,7 @@ impl DeadlineLoop {
             let wake = self
                 .timeouts
                 .values()
-                .filter_map(|t| t.wake)
+                .filter_map(Tracked::next_action)
                 .min()
                 .map_or(next_poll, |w| w.min(next_poll));
             tokio::select! {
@@ -490,7 +527,12 @@ impl DeadlineLoop {
             for name in &names {
                 let t = &self.timeouts[name];
                 // A due Timeout needs no recompute: its expiry statement returns the same.
-                if t.dirty && !t.broken && t.def.is_some() && t.wake.is_none_or(|w| w > now) {
+                if t.dirty
+                    && !t.broken
+                    && t.def.is_some()
+                    && t.wake.is_none_or(|w| w > now)
+                    && !t.recompute_deferred(now)
+                {
                     self.recompute(client, name).await?;
                 }
             }
@@ -677,9 +719,15 @@ impl DeadlineLoop {
                 let t = self.timeouts.get_mut(name).expect("tracked");
                 t.dirty = false;
                 t.error = None;
+                t.last_recompute = Some(sent);
                 // Due rows from before the last expiry statement were held by someone else.
                 let held = matches!((earliest_deadline, t.since), (Some(e), Some(s)) if e <= s);
-                let retry = held.then(|| t.last_expiry.unwrap_or(sent) + self.config.locked_retry);
+                if !held {
+                    t.held_streak = 0;
+                }
+                let retry = held.then(|| {
+                    t.last_expiry.unwrap_or(sent) + t.held_retry(self.config.locked_retry)
+                });
                 t.wake = earliest(local_instant(sent, now, upcoming), retry);
                 Ok(())
             }
@@ -720,14 +768,20 @@ impl DeadlineLoop {
                 let t = self.timeouts.get_mut(name).expect("tracked");
                 t.dirty = false;
                 t.error = None;
+                t.last_recompute = Some(sent);
                 t.since = Some(now);
                 t.last_expiry = Some(sent);
                 t.wake = if changed >= def.batch_size {
                     // More may be due right now: another batch after the others had a turn.
+                    t.held_streak = 0;
                     Some(sent)
+                } else if left_behind.is_some() {
+                    t.held_streak += 1;
+                    let retry = sent + t.held_retry(self.config.locked_retry);
+                    earliest(local_instant(sent, now, upcoming), Some(retry))
                 } else {
-                    let retry = left_behind.map(|_| sent + self.config.locked_retry);
-                    earliest(local_instant(sent, now, upcoming), retry)
+                    t.held_streak = 0;
+                    local_instant(sent, now, upcoming)
                 };
                 if changed > 0 {
                     tracing::debug!(timeout = name, rows = changed, "expired");
@@ -772,6 +826,22 @@ mod tests {
         assert!(
             local_instant(sent, 0.0, Some(1e12)).unwrap() <= sent + Duration::from_secs(86_401)
         );
+    }
+
+    #[test]
+    fn held_rows_are_retried_sooner_then_every_second() {
+        let mut t = Tracked::new(None);
+        let base = Duration::from_millis(100);
+        let waits: Vec<u128> = (1..=6)
+            .map(|streak| {
+                t.held_streak = streak;
+                t.held_retry(base).as_millis()
+            })
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        t.held_streak = 40;
+        assert_eq!(t.held_retry(base), Duration::from_secs(1));
+        assert_eq!(t.held_retry(Duration::from_secs(3)), Duration::from_secs(3));
     }
 
     #[test]

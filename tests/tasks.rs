@@ -806,6 +806,76 @@ async fn shell_ignoring_sigterm_is_killed_after_the_grace() {
 }
 
 #[tokio::test]
+async fn children_outliving_an_interrupted_program_are_killed_after_the_grace() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let params = empty();
+    let ctx = TaskContext {
+        timeout: Some(Duration::from_millis(200)),
+        ..context(&s.databases, &params)
+    };
+    // The main process ends on SIGTERM; its child ignores it.
+    let script = format!(
+        "trap 'exit 0' TERM; (trap '' TERM; exec sleep 60) & echo $! > '{}'; wait",
+        pid_file.display()
+    );
+    let started = Instant::now();
+    let outcome = run_task(
+        &Task::Shell {
+            script: &script,
+            env: NO_ENV,
+            working_dir: None,
+        },
+        &ctx,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_status(&outcome, Outcome::TimedOut);
+    assert!(elapsed >= KILL_GRACE, "killed after only {elapsed:?}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("the child to be killed", Duration::from_secs(5), || async {
+        !process_alive(pid)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shell_background_children_do_not_hold_the_run() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let params = empty();
+    // The background sleep keeps stdout and stderr open after the script ends.
+    let script = format!("sleep 60 & echo $! > '{}'; echo done", pid_file.display());
+    let started = Instant::now();
+    let outcome = run_task(
+        &Task::Shell {
+            script: &script,
+            env: NO_ENV,
+            working_dir: None,
+        },
+        &context(&s.databases, &params),
+    )
+    .await;
+    assert_status(&outcome, Outcome::Succeeded);
+    assert_eq!(outcome.output, "done\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Not the run's business any more; the test cleans up after itself.
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+#[tokio::test]
 async fn shell_cancellation_stops_it() {
     let s = setup().await;
     let dir = tempfile::tempdir().unwrap();

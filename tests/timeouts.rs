@@ -791,3 +791,56 @@ async fn a_suspended_timeout_expires_nothing_until_resumed() {
     .await;
     running.stop().await;
 }
+
+/// A row held locked across its deadline and then released unchanged (the payment failed and
+/// rolled back) expires soon after: the loop kept trying it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_row_released_unchanged_expires_soon_after() {
+    let db = common::fresh_db().await;
+    let mut client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE hold (id int PRIMARY KEY, created_at timestamptz NOT NULL,
+                                state text NOT NULL DEFAULT 'held', expired_at timestamptz);
+             CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN NEW.expired_at := clock_timestamp(); RETURN NEW; END $$;
+             CREATE TRIGGER stamp BEFORE UPDATE ON hold FOR EACH ROW EXECUTE FUNCTION stamp();
+             INSERT INTO hold (id, created_at) VALUES (1, now());",
+        )
+        .await
+        .unwrap();
+    let specs = Specs::new();
+    specs.write(
+        "hold.yaml",
+        &timeout(
+            "hold",
+            "  table: hold\n  column: created_at\n  after: 1s\n  where: \"state = 'held'\"\n  set: {state: expired}\n",
+        ),
+    );
+    apply_ok(&mut client, &specs).await;
+    let running = start(&db, Duration::from_secs(60));
+    let mut payer = db.connect().await;
+    let tx = payer.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM hold WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .unwrap();
+    // The scenario's pace: held until 1.5 s past the deadline.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let state: String = scalar(&client, "SELECT state FROM hold WHERE id = 1").await;
+    assert_eq!(state, "held", "never changed while locked");
+    tx.rollback().await.unwrap();
+    let released = Instant::now();
+    wait_until(
+        &client,
+        "SELECT state = 'expired' FROM hold WHERE id = 1",
+        Duration::from_secs(10),
+    )
+    .await;
+    // Retried every 100 ms at first, backing off to 1 s while it stays held.
+    assert!(
+        released.elapsed() < Duration::from_millis(1500),
+        "expired {:?} after release",
+        released.elapsed()
+    );
+    running.stop().await;
+}

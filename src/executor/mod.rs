@@ -9,12 +9,13 @@
 //! run is claimed by one of them (`FOR UPDATE SKIP LOCKED` under a short claim lock, so
 //! concurrency policies see a consistent picture of what runs).
 
+pub mod chain;
 pub mod connections;
 pub mod policy;
 pub mod tasks;
 pub mod ticks;
 
-use crate::spec::{HasTask, JobSpec};
+use crate::spec::{HasTask, Runnable};
 use crate::store::runs::{
     self, ClaimedRun, Completion, Finish, CHANNEL_CANCEL, CHANNEL_JOBS, CHANNEL_RUNS,
 };
@@ -166,10 +167,15 @@ pub async fn run_executor(
     // After a claim that left runs waiting (maxInstances, exclusive), wait for an event rather
     // than spinning on runs that are due but cannot start yet.
     let mut waiting_for_event = false;
+    let mut connections_read: Option<std::time::Instant> = None;
     loop {
+        let refresh_connections = connections_read.is_none_or(|t| t.elapsed() >= config.poll);
         let step = async {
             let now = clock.now();
-            connections_refresh(&pool, &databases).await?;
+            // Connections change only on apply: read them once per poll interval, not per claim.
+            if refresh_connections {
+                connections_refresh(&pool, &databases).await?;
+            }
             materialize(&pool, clock.as_ref(), config.poll).await?;
             let free = slots.available_permits();
             let mut left_waiting = false;
@@ -186,12 +192,14 @@ pub async fn run_executor(
                         .expect("in-flight lock")
                         .insert(run.id, (token.clone(), None));
                     let databases = databases.clone();
+                    let pool = pool.clone();
                     let done = done_tx.clone();
                     let in_flight = in_flight.clone();
                     let clock = clock.clone();
                     tasks.spawn(async move {
                         let completion =
-                            execute(run, &databases, token, &in_flight, clock.as_ref()).await;
+                            execute(run, &pool, &databases, token, &in_flight, clock.as_ref())
+                                .await;
                         in_flight
                             .runs
                             .lock()
@@ -207,6 +215,9 @@ pub async fn run_executor(
         };
         let sleep_for = match step.await {
             Ok((next, left_waiting)) => {
+                if refresh_connections {
+                    connections_read = Some(std::time::Instant::now());
+                }
                 backoff = Duration::from_millis(100);
                 waiting_for_event = left_waiting;
                 let now = clock.now();
@@ -235,7 +246,10 @@ pub async fn run_executor(
             _ = shutdown.cancelled() => break,
             _ = wake.notified() => {}
             _ = tokio::time::sleep(sleep_for) => {}
-            Some(_) = tasks.join_next(), if waiting_for_event && !tasks.is_empty() => {}
+            // Every slot busy, or runs waiting on a slot: the next thing worth doing is when a
+            // run of ours finishes (others' finishes arrive as notifications).
+            Some(_) = tasks.join_next(),
+                if (waiting_for_event || slots.available_permits() == 0) && !tasks.is_empty() => {}
         }
     }
 
@@ -331,7 +345,7 @@ async fn materialize(
     // A tick found within this much of its time counts as on time; older ones were missed.
     let tolerance = poll + Duration::from_secs(1);
     for job in runs::due_jobs(&**client, now).await? {
-        let Ok(spec) = serde_json::from_value::<JobSpec>(job.spec.clone()) else {
+        let Some(spec) = Runnable::from_row(&job.kind, job.spec.clone()) else {
             continue;
         };
         let Some(timing) = timing_of(&spec) else {
@@ -366,6 +380,7 @@ async fn materialize(
         runs::advance_job(
             &mut client,
             &job.name,
+            &job.kind,
             (&job.tick_state, job.next_run_at),
             new,
             &ticks,
@@ -376,7 +391,7 @@ async fn materialize(
 }
 
 /// The timing fields of a job spec, parsed (validation guarantees they parse).
-fn timing_of(spec: &JobSpec) -> Option<Timing> {
+fn timing_of(spec: &Runnable) -> Option<Timing> {
     let s = spec.scheduling();
     Some(Timing {
         schedule: match s.schedule {
@@ -421,7 +436,11 @@ async fn claim(
             job: p.job.clone(),
             due_at: p.due_at,
             catch_up: p.trigger == "catchup",
-            spec: p.spec.clone().and_then(|s| serde_json::from_value(s).ok()),
+            spec: p
+                .spec
+                .clone()
+                .zip(p.kind.as_deref())
+                .and_then(|(s, kind)| Runnable::from_row(kind, s)),
         })
         .collect();
     let running: Vec<Running> = view
@@ -483,32 +502,50 @@ async fn claim(
 /// Runs one claimed run's task and settles the attempt.
 async fn execute(
     run: ClaimedRun,
+    pool: &deadpool_postgres::Pool,
     databases: &Databases,
     token: CancellationToken,
     in_flight: &InFlight,
     clock: &dyn Clock,
 ) -> Completion {
-    let params = merged_params(run.spec.params.as_ref(), &run.params);
-    let outcome = match run.spec.task() {
-        Some(task) => {
+    let scheduling = run.spec.scheduling();
+    let params = merged_params(scheduling.params, &run.params);
+    let timeout = scheduling.timeout.map(|d| d.0);
+    let outcome = match &run.spec {
+        Runnable::Job(job) => match job.task() {
+            Some(task) => {
+                let ctx = TaskContext {
+                    job: &run.job,
+                    run_id: run.id,
+                    attempt: run.attempt,
+                    params: &params,
+                    timeout,
+                    cancel: token,
+                    databases,
+                    database: job.database.as_deref(),
+                };
+                tasks::run_task(&task, &ctx).await
+            }
+            None => TaskOutcome {
+                status: tasks::Outcome::Failed,
+                error: Some("the job has no task".into()),
+                output: String::new(),
+                rows_affected: None,
+            },
+        },
+        Runnable::Chain(chain) => {
             let ctx = TaskContext {
                 job: &run.job,
                 run_id: run.id,
                 attempt: run.attempt,
                 params: &params,
-                timeout: run.spec.timeout.map(|d| d.0),
+                timeout,
                 cancel: token,
                 databases,
-                database: run.spec.database.as_deref(),
+                database: None,
             };
-            tasks::run_task(&task, &ctx).await
+            chain::run_chain(chain, &ctx, pool).await
         }
-        None => TaskOutcome {
-            status: tasks::Outcome::Failed,
-            error: Some("the job has no task".into()),
-            output: String::new(),
-            rows_affected: None,
-        },
     };
     let reason = in_flight
         .runs
@@ -529,7 +566,7 @@ async fn execute(
     let settlement = policy::settle(
         result,
         run.attempt,
-        run.spec.retries.as_ref(),
+        scheduling.retries,
         now,
         rand::random(),
     );

@@ -2,7 +2,7 @@
 //! becomes (done, retried later, failed). Pure, so concurrency policies, `exclusive`,
 //! `startingDeadline` and back-off are tested without a database or a clock.
 
-use crate::spec::{ConcurrencyPolicy, JobSpec, Retries};
+use crate::spec::{ConcurrencyPolicy, Retries, Runnable};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub struct Candidate {
     /// A catch-up run after downtime (`missedRuns: RunAll`): under `Forbid` it waits for the
     /// running instance instead of being skipped, so every missed tick runs, oldest first.
     pub catch_up: bool,
-    pub spec: Option<JobSpec>,
+    pub spec: Option<Runnable>,
 }
 
 /// A run that is running now, anywhere.
@@ -181,8 +181,8 @@ mod tests {
     use crate::duration::SpecDuration;
     use crate::spec::Backoff;
 
-    fn spec(yaml: &str) -> JobSpec {
-        serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
+    fn spec(yaml: &str) -> Runnable {
+        Runnable::from_row("Job", serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
     }
 
     fn now() -> DateTime<Utc> {

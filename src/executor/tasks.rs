@@ -5,7 +5,9 @@
 //! failing task, because a failure is a normal result the executor records. Interrupting a task
 //! never just drops it: a SQL statement gets a cancel request and the run waits for the server
 //! to end it, a program's process group gets SIGTERM and, [`KILL_GRACE`] later, SIGKILL. So
-//! once a run is recorded as timed out or cancelled, nothing of it is still running.
+//! once a run is recorded as timed out or cancelled, nothing of it is still running. (A
+//! program that ends by itself decides the run's end alone: processes it left in the
+//! background are not killed, as under cron, and do not hold the run by keeping its pipes.)
 //!
 //! What is kept of a task's output is bounded ([`OUTPUT_LIMIT`]): the tail of a program's
 //! output, the head of an HTTP response body.
@@ -61,6 +63,7 @@ const STDERR_TAIL: usize = 4 * 1024;
 const ERROR_LINE_LIMIT: usize = 500;
 
 /// What a task may know about the run it belongs to, and what it runs with.
+#[derive(Debug)]
 pub struct TaskContext<'a> {
     /// The job (or chain) name, for `PGSCHED_JOB` and log lines.
     pub job: &'a str,
@@ -387,9 +390,7 @@ async fn run_statements(
         // One statement, parameters bound as `$1` jsonb (the unnamed statement: one round
         // trip, nothing left prepared on the server). Rows are streamed and dropped, so a big
         // SELECT costs no memory here.
-        let rows = client
-            .query_typed_raw(sql, [(params, Type::JSONB)])
-            .await?;
+        let rows = client.query_typed_raw(sql, [(params, Type::JSONB)]).await?;
         tokio::pin!(rows);
         while rows.try_next().await?.is_some() {}
         let count = rows.rows_affected().unwrap_or(0);
@@ -493,9 +494,7 @@ async fn run_program(
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => {
-            return TaskOutcome::failed(spawn_error(&e, program, working_dir), String::new())
-        }
+        Err(e) => return TaskOutcome::failed(spawn_error(&e, program, working_dir), String::new()),
     };
     let group = ProcessGroup::of(&child);
     let mut captured = Captured::default();
@@ -509,14 +508,27 @@ async fn run_program(
             Ok(status) => (status, None),
             Err(interrupt) => {
                 group.signal(libc::SIGTERM);
+                let kill_at = Instant::now() + KILL_GRACE;
                 let status = match output
-                    .wait(&mut child, tokio::time::sleep(KILL_GRACE))
+                    .wait(&mut child, tokio::time::sleep_until(kill_at))
                     .await
                 {
-                    Ok(status) => status,
+                    Ok(status) => {
+                        // Children that outlive the main process get the rest of the grace,
+                        // then SIGKILL: nothing of an interrupted run may go on running.
+                        output.pump_while(|| group.is_alive(), kill_at).await;
+                        group.signal(libc::SIGKILL);
+                        status
+                    }
                     Err(()) => {
                         group.signal(libc::SIGKILL);
-                        match output.wait(&mut child, std::future::pending::<std::convert::Infallible>()).await {
+                        match output
+                            .wait(
+                                &mut child,
+                                std::future::pending::<std::convert::Infallible>(),
+                            )
+                            .await
+                        {
                             Ok(status) => status,
                             Err(never) => match never {},
                         }
@@ -571,6 +583,25 @@ impl<F: Future<Output = ()>> OutputCopy<'_, F> {
                 stopped = &mut stop => return Err(stopped),
                 status = child.wait() => return Ok(status),
                 () = self.copy.as_mut(), if !self.done => self.done = true,
+            }
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> OutputCopy<'_, F> {
+    /// Copies output while `condition` holds, checking it every 50 ms, until `until`.
+    async fn pump_while(&mut self, condition: impl Fn() -> bool, until: Instant) {
+        while condition() && Instant::now() < until {
+            let tick = tokio::time::sleep(
+                Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+            );
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut tick => break,
+                    () = self.copy.as_mut(), if !self.done => self.done = true,
+                }
             }
         }
     }
@@ -722,6 +753,16 @@ impl ProcessGroup {
         }
     }
 
+    /// Whether any process of the group is left (zombies not yet reaped by their new parent
+    /// count too, for the moment they last).
+    fn is_alive(&self) -> bool {
+        match self.pgid {
+            // SAFETY: signal 0 only checks that the group exists and may be signalled.
+            Some(pgid) => unsafe { libc::killpg(pgid, 0) == 0 },
+            None => false,
+        }
+    }
+
     fn disarm(mut self) {
         self.pgid = None;
     }
@@ -777,8 +818,7 @@ fn describe_exit(status: ExitStatus) -> String {
 
 async fn run_builtin(builtin: &Builtin, ctx: &TaskContext<'_>, limits: &Limits) -> TaskOutcome {
     match builtin {
-        Builtin::Sleep { duration } => match limits.bounded(tokio::time::sleep(duration.0)).await
-        {
+        Builtin::Sleep { duration } => match limits.bounded(tokio::time::sleep(duration.0)).await {
             Ok(()) => TaskOutcome::succeeded(format!("slept {}", format_duration(duration.0))),
             Err(interrupt) => limits.outcome(interrupt, String::new()),
         },
@@ -923,9 +963,7 @@ impl HttpRequest {
             HttpMethod::Delete => "DELETE",
             HttpMethod::Head => "HEAD",
         };
-        let mut builder = ureq::http::Request::builder()
-            .method(method)
-            .uri(&self.url);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&self.url);
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }

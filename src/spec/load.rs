@@ -104,20 +104,28 @@ pub fn find_spec_files(dir: &Path) -> (Vec<PathBuf>, Vec<SpecError>) {
 }
 
 /// Loads and validates every spec file below `dir`.
+///
+/// Files are read and parsed on every core, each worker reading its own files: read one after
+/// the other on the calling thread, 1,000 files took 6 to 20 ms before any parsing started.
 pub fn load_dir(dir: &Path) -> Loaded {
     let (files, mut errors) = find_spec_files(dir);
-    let mut texts = Vec::with_capacity(files.len());
-    for relative in &files {
-        let shown = shown_path(dir, relative);
-        match std::fs::read(dir.join(relative)) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => texts.push((relative.clone(), text)),
-                Err(_) => errors.push(SpecError::new(shown, "not UTF-8 text")),
-            },
-            Err(e) => errors.push(SpecError::new(shown, format!("cannot read: {e}"))),
+    let chunks = parallel_chunks(&files, |chunk| {
+        let mut parsed = Parsed::default();
+        for relative in chunk {
+            let shown = shown_path(dir, relative);
+            match std::fs::read(dir.join(relative)) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => parsed.file(relative, &shown, &text),
+                    Err(_) => parsed.errors.push(SpecError::new(shown, "not UTF-8 text")),
+                },
+                Err(e) => parsed
+                    .errors
+                    .push(SpecError::new(shown, format!("cannot read: {e}"))),
+            }
         }
-    }
-    let mut loaded = load_texts(dir, &texts);
+        parsed
+    });
+    let mut loaded = validated(chunks);
     errors.append(&mut loaded.errors);
     sort_errors(&mut errors);
     loaded.errors = errors;
@@ -126,36 +134,54 @@ pub fn load_dir(dir: &Path) -> Loaded {
 }
 
 /// Parses and validates spec texts given as (relative path, content); `dir` only shapes the
-/// file names shown in errors. Used by `load_dir` and by tests that need no files.
+/// file names shown in errors. Used by tests that need no files.
 pub fn load_texts(dir: &Path, texts: &[(PathBuf, String)]) -> Loaded {
-    // YAML parsing dominates loading a large directory; files are independent, so they are
-    // parsed on every core.
     let chunks = parallel_chunks(texts, |chunk| {
-        let mut errors = Vec::new();
-        let mut parsed: Vec<(Object, PathBuf)> = Vec::new();
+        let mut parsed = Parsed::default();
         for (relative, text) in chunk {
-            let shown = shown_path(dir, relative);
-            match parse_documents(text) {
-                Err(e) => errors.push(
-                    SpecError::new(&shown, format!("invalid YAML: {}", e.message)).at(e.position),
-                ),
-                Ok(docs) => {
-                    for doc in docs {
-                        match object_from_document(&doc, &shown, relative) {
-                            Ok(object) => parsed.push((object, shown.clone())),
-                            Err(mut e) => errors.append(&mut e),
-                        }
+            parsed.file(relative, &shown_path(dir, relative), text);
+        }
+        parsed
+    });
+    let mut loaded = validated(chunks);
+    sort_errors(&mut loaded.errors);
+    loaded.files = texts.iter().map(|(p, _)| p.clone()).collect();
+    loaded
+}
+
+/// The objects of some files, each with the file name shown in messages, and their errors.
+#[derive(Default)]
+struct Parsed {
+    objects: Vec<(Object, PathBuf)>,
+    errors: Vec<SpecError>,
+}
+
+impl Parsed {
+    /// Parses one file's documents into objects.
+    fn file(&mut self, relative: &Path, shown: &Path, text: &str) {
+        match parse_documents(text) {
+            Err(e) => self
+                .errors
+                .push(SpecError::new(shown, format!("invalid YAML: {}", e.message)).at(e.position)),
+            Ok(docs) => {
+                for doc in docs {
+                    match object_from_document(&doc, shown, relative) {
+                        Ok(object) => self.objects.push((object, shown.to_path_buf())),
+                        Err(mut e) => self.errors.append(&mut e),
                     }
                 }
             }
         }
-        (parsed, errors)
-    });
+    }
+}
+
+/// Joins the parsed chunks (in file order) and checks the objects on their own and together.
+fn validated(chunks: Vec<Parsed>) -> Loaded {
     let mut errors = Vec::new();
-    let mut parsed = Vec::new();
-    for (mut p, mut e) in chunks {
-        parsed.append(&mut p);
-        errors.append(&mut e);
+    let mut parsed = Vec::with_capacity(chunks.iter().map(|c| c.objects.len()).sum());
+    for mut chunk in chunks {
+        parsed.append(&mut chunk.objects);
+        errors.append(&mut chunk.errors);
     }
     let located: Vec<Located<'_>> = parsed
         .iter()
@@ -171,17 +197,22 @@ pub fn load_texts(dir: &Path, texts: &[(PathBuf, String)]) -> Loaded {
     Loaded {
         objects: parsed.into_iter().map(|(o, _)| o).collect(),
         errors,
-        files: texts.iter().map(|(p, _)| p.clone()).collect(),
+        files: Vec::new(),
     }
 }
 
-/// Runs `work` over contiguous chunks of `items` on scoped threads, one per core, and returns
-/// the results in the order of the chunks. Small inputs stay on the calling thread.
+/// Runs `work` over contiguous chunks of `items` on scoped threads, one per core (the calling
+/// thread being one of them), and returns the results in the order of the chunks. Small
+/// inputs stay on the calling thread.
+///
+/// There are a few chunks per thread, handed out as threads become free, so that one slow
+/// chunk (a large file, a thread the OS runs less) does not leave the other cores idle.
 pub(crate) fn parallel_chunks<T: Sync, R: Send>(
     items: &[T],
     work: impl Fn(&[T]) -> R + Sync,
 ) -> Vec<R> {
     const MIN_PER_THREAD: usize = 64;
+    const CHUNKS_PER_THREAD: usize = 4;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -190,17 +221,32 @@ pub(crate) fn parallel_chunks<T: Sync, R: Send>(
     if threads == 1 {
         return vec![work(items)];
     }
-    let size = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(size)
-            .map(|chunk| scope.spawn(|| work(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a spec loading thread panicked"))
-            .collect()
-    })
+    let size = items
+        .len()
+        .div_ceil(threads * CHUNKS_PER_THREAD)
+        .max(MIN_PER_THREAD / CHUNKS_PER_THREAD);
+    let chunks: Vec<&[T]> = items.chunks(size).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(chunk) = chunks.get(i) else {
+                return done;
+            };
+            done.push((i, work(chunk)));
+        }
+    };
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(run)).collect();
+        let mut results = run();
+        for helper in helpers {
+            results.extend(helper.join().expect("a spec loading thread panicked"));
+        }
+        results
+    });
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Reading order: by file, then line. The sort is stable, so errors without a line keep

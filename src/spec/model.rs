@@ -550,3 +550,30 @@ impl ObjectSpec {
         }
     }
 }
+
+/// What the executor runs: a job or a chain, read back from `pgsched.jobs`.
+// Held one per run in flight; boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Runnable {
+    Job(JobSpec),
+    Chain(ChainSpec),
+}
+
+impl Runnable {
+    /// Parses a `pgsched.jobs` row's kind and spec.
+    pub fn from_row(kind: &str, spec: serde_json::Value) -> Option<Runnable> {
+        match kind {
+            "Job" => serde_json::from_value(spec).ok().map(Runnable::Job),
+            "Chain" => serde_json::from_value(spec).ok().map(Runnable::Chain),
+            _ => None,
+        }
+    }
+
+    pub fn scheduling(&self) -> Scheduling<'_> {
+        match self {
+            Runnable::Job(j) => j.scheduling(),
+            Runnable::Chain(c) => c.scheduling(),
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! heartbeats, recovering runs whose worker died, and pruning history.
 
 use super::{Context, StoreError, LOCK_CLASS};
-use crate::spec::JobSpec;
+use crate::spec::Runnable;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
@@ -20,6 +20,7 @@ pub const CHANNEL_CANCEL: &str = "pgsched_cancel";
 #[derive(Debug, Clone)]
 pub struct DueJob {
     pub name: String,
+    pub kind: String,
     pub spec: Value,
     pub tick_state: String,
     pub next_run_at: Option<DateTime<Utc>>,
@@ -31,8 +32,8 @@ pub async fn due_jobs(
 ) -> Result<Vec<DueJob>, StoreError> {
     let rows = c
         .query(
-            "SELECT name, spec, tick_state, next_run_at FROM pgsched.jobs
-              WHERE kind = 'Job' AND (schedule IS NOT NULL OR run_at IS NOT NULL)
+            "SELECT name, spec, tick_state, next_run_at, kind FROM pgsched.jobs
+              WHERE (schedule IS NOT NULL OR run_at IS NOT NULL)
                 AND (tick_state = 'new' OR (tick_state = 'scheduled' AND next_run_at <= $1))",
             &[&now],
         )
@@ -45,6 +46,7 @@ pub async fn due_jobs(
             spec: r.get(1),
             tick_state: r.get(2),
             next_run_at: r.get(3),
+            kind: r.get(4),
         })
         .collect())
 }
@@ -66,6 +68,7 @@ pub struct TickRow {
 pub async fn advance_job(
     c: &mut tokio_postgres::Client,
     job: &str,
+    kind: &str,
     old: (&str, Option<DateTime<Utc>>),
     new: (&str, Option<DateTime<Utc>>),
     ticks: &[TickRow],
@@ -89,11 +92,11 @@ pub async fn advance_job(
             .collect();
         tx.execute(
             "INSERT INTO pgsched.runs (job, kind, scheduled_at, due_at, trigger, status, error, finished_at)
-             SELECT $1, 'Job', t.at, t.at, t.trigger, t.status, t.error,
+             SELECT $1, $3, t.at, t.at, t.trigger, t.status, t.error,
                     CASE WHEN t.status = 'pending' THEN NULL ELSE now() END
                FROM jsonb_to_recordset($2::jsonb) AS t(at timestamptz, status text, trigger text, error text)
              ON CONFLICT (job, scheduled_at) DO NOTHING",
-            &[&job, &Value::Array(rows)],
+            &[&job, &Value::Array(rows), &kind],
         )
         .await
         .context("recording ticks as runs")?;
@@ -112,8 +115,8 @@ pub async fn next_wake(c: &impl GenericClient) -> Result<Option<DateTime<Utc>>, 
     let row = c
         .query_one(
             "SELECT least(
-                 (SELECT min(next_run_at) FROM pgsched.jobs WHERE tick_state = 'scheduled' AND kind = 'Job'),
-                 (SELECT min(due_at) FROM pgsched.runs WHERE status = 'pending' AND kind = 'Job'))",
+                 (SELECT min(next_run_at) FROM pgsched.jobs WHERE tick_state = 'scheduled'),
+                 (SELECT min(due_at) FROM pgsched.runs WHERE status = 'pending' AND kind IN ('Job', 'Chain')))",
             &[],
         )
         .await
@@ -124,7 +127,7 @@ pub async fn next_wake(c: &impl GenericClient) -> Result<Option<DateTime<Utc>>, 
 /// Whether any job has not had its first tick computed.
 pub async fn has_new_jobs(c: &impl GenericClient) -> Result<bool, StoreError> {
     Ok(c.query_one(
-        "SELECT EXISTS (SELECT 1 FROM pgsched.jobs WHERE tick_state = 'new' AND kind = 'Job'
+        "SELECT EXISTS (SELECT 1 FROM pgsched.jobs WHERE tick_state = 'new'
                               AND (schedule IS NOT NULL OR run_at IS NOT NULL))",
         &[],
     )
@@ -137,6 +140,8 @@ pub async fn has_new_jobs(c: &impl GenericClient) -> Result<bool, StoreError> {
 #[derive(Debug, Clone)]
 pub struct PendingRun {
     pub id: i64,
+    /// The job row's kind (`Job` or `Chain`), when the job still exists.
+    pub kind: Option<String>,
     pub job: String,
     pub due_at: DateTime<Utc>,
     pub trigger: String,
@@ -152,7 +157,7 @@ pub struct ClaimedRun {
     pub job: String,
     pub attempt: i32,
     pub params: Value,
-    pub spec: JobSpec,
+    pub spec: Runnable,
 }
 
 /// What the claim decided for runs that do not start.
@@ -195,9 +200,9 @@ pub async fn read_claim_view(
         .collect();
     let candidates = tx
         .query(
-            "SELECT r.id, r.job, r.due_at, r.attempt, r.params, j.spec, r.trigger
-               FROM pgsched.runs r LEFT JOIN pgsched.jobs j ON j.name = r.job AND j.kind = 'Job'
-              WHERE r.status = 'pending' AND r.kind = 'Job' AND r.due_at <= $1
+            "SELECT r.id, r.job, r.due_at, r.attempt, r.params, j.spec, r.trigger, j.kind
+               FROM pgsched.runs r LEFT JOIN pgsched.jobs j ON j.name = r.job AND j.kind = r.kind
+              WHERE r.status = 'pending' AND r.kind IN ('Job', 'Chain') AND r.due_at <= $1
               ORDER BY r.due_at, r.id
               LIMIT $2
                 FOR UPDATE OF r SKIP LOCKED",
@@ -214,6 +219,7 @@ pub async fn read_claim_view(
             params: r.get(4),
             spec: r.get(5),
             trigger: r.get(6),
+            kind: r.get(7),
         })
         .collect();
     Ok(ClaimView {
