@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
-# `make run`: pgsched on the examples with the embedded default PostgreSQL (under .pgsched/).
-# The sidecar (`pgsched run`) is not built yet; until it is, this validates the examples,
-# applies them to the embedded database and shows that a second plan has nothing to do.
+# `make run`: pgsched on the examples with the embedded default PostgreSQL (under .pgsched/):
+# validates them, then starts `pgsched run`, which applies them and executes due runs and
+# Timeouts until Ctrl-C. File watching, status files and /metrics are still to come.
 set -euo pipefail
 dir=${1:-examples}
 bin=${PGSCHED_BIN:-target/release/pgsched}
-export PGSCHED_LOG=${PGSCHED_LOG:-warn}
+export PGSCHED_LOG=${PGSCHED_LOG:-info}
 
 echo "== pgsched validate (offline)"
 "$bin" --dir "$dir" validate
 echo
-echo "== pgsched apply (embedded PostgreSQL in .pgsched/, demo tables from $dir/demo-schema.sql)"
-"$bin" --dir "$dir" --setup-sql "$dir/demo-schema.sql" apply
-echo
-echo "== pgsched plan (should have nothing to do now)"
-"$bin" --dir "$dir" plan
-echo
-echo "The sidecar (pgsched run: executor, status files, /metrics) is not built yet; this run"
-echo "validated and applied the examples. The cluster lives in .pgsched/ (data, socket, postgres.log)."
+echo "== pgsched run (embedded PostgreSQL in .pgsched/; Ctrl-C stops it)"
+echo "   psql:    psql \"host=$PWD/.pgsched/socket port=\$(sed -n 4p .pgsched/data/postmaster.pid) user=postgres dbname=postgres\""
+echo "   status:  $bin status      runs:  $bin runs send-welcome-email"
+echo "   try:     SELECT pgsched.trigger('send-welcome-email', '{\"user_id\": 42}');"
+echo "            INSERT INTO booking (customer, created_at) VALUES ('ann', now() - interval '15 minutes');"
+exec "$bin" --dir "$dir" --setup-sql "$dir/demo-schema.sql" run

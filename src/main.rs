@@ -171,8 +171,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!("stopping (signal received)");
                 signals.cancel();
             });
-            tracing::info!(worker = %config.worker, "executing due runs");
-            executor::run_executor(config, std::sync::Arc::new(executor::SystemClock), shutdown).await?;
+            tracing::info!(worker = %config.worker, "executing due runs and expiring timeouts");
+            let mut timeouts = pgsched::timeout::TimeoutConfig::new(config.database_url.clone());
+            timeouts.poll = poll;
+            let timeout_loop = tokio::spawn(pgsched::timeout::run_timeouts(timeouts, shutdown.clone()));
+            executor::run_executor(config, std::sync::Arc::new(executor::SystemClock), shutdown.clone()).await?;
+            shutdown.cancel();
+            match timeout_loop.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the timeout loop stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "the timeout loop panicked"),
+                Ok(Ok(())) => {}
+            }
             drop(server);
             Ok(ExitCode::SUCCESS)
         }),
