@@ -431,7 +431,10 @@ async fn two_applies_at_once_leave_a_consistent_state() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(migrations, pgsched::store::migrations::latest_version() as i64);
+    assert_eq!(
+        migrations,
+        pgsched::store::migrations::latest_version() as i64
+    );
 }
 
 #[tokio::test]

@@ -563,13 +563,7 @@ async fn execute(
         },
     };
     let now = clock.now();
-    let settlement = policy::settle(
-        result,
-        run.attempt,
-        scheduling.retries,
-        now,
-        rand::random(),
-    );
+    let settlement = policy::settle(result, run.attempt, scheduling.retries, now, rand::random());
     let (status, attempt, due_at) = match settlement {
         Settlement::Finished(status) => (status, run.attempt, None),
         Settlement::Retry { attempt, due_at } => ("pending", attempt, Some(due_at)),

@@ -182,7 +182,11 @@ mod tests {
     use crate::spec::Backoff;
 
     fn spec(yaml: &str) -> Runnable {
-        Runnable::from_row("Job", serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
+        Runnable::from_row(
+            "Job",
+            serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap(),
+        )
+        .unwrap()
     }
 
     fn now() -> DateTime<Utc> {
