@@ -307,6 +307,14 @@ fn print_status(objects: &[store::report::ObjectStatus]) {
 }
 
 fn print_runs(runs: &[store::report::RunRecord]) {
+    let first_line = |text: &str, max: usize| -> String {
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(max)
+            .collect()
+    };
     println!(
         "{:>8} {:<10} {:>7} {:<9} {:<20} {:<20} {:>9} {:<18} ERROR",
         "ID", "STATUS", "ATTEMPT", "TRIGGER", "DUE (UTC)", "STARTED (UTC)", "MS", "WORKER"
@@ -315,14 +323,7 @@ fn print_runs(runs: &[store::report::RunRecord]) {
         let error = r
             .error
             .as_deref()
-            .map(|e| {
-                e.lines()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(80)
-                    .collect::<String>()
-            })
+            .map(|e| first_line(e, 80))
             .unwrap_or_default();
         println!(
             "{:>8} {:<10} {:>7} {:<9} {:<20} {:<20} {:>9} {:<18} {}",
@@ -338,6 +339,66 @@ fn print_runs(runs: &[store::report::RunRecord]) {
             r.worker.as_deref().unwrap_or("-"),
             error
         );
+        // A chain run: its steps, one line each, under the run (per attempt of the run when
+        // it ran more than once). START is when the step started, from the attempt's start.
+        if r.steps.is_empty() {
+            continue;
+        }
+        let attempts: std::collections::BTreeSet<i32> =
+            r.steps.iter().map(|s| s.run_attempt).collect();
+        for run_attempt in attempts {
+            let steps: Vec<_> = r
+                .steps
+                .iter()
+                .filter(|s| s.run_attempt == run_attempt)
+                .collect();
+            let origin = steps.iter().filter_map(|s| s.started_at).min();
+            if r.attempt > 1 || run_attempt > 1 {
+                println!("{:>8} attempt {run_attempt}:", "");
+            }
+            println!(
+                "{:>8} {:>3} {:<24} {:<18} {:>7} {:>9} {:>9} OUTPUT / ERROR",
+                "", "#", "STEP", "STATUS", "ATTEMPT", "START", "MS"
+            );
+            for s in steps {
+                let status = match (s.status.as_str(), s.ignored) {
+                    ("failed", true) => "failed (ignored)".to_string(),
+                    ("rolled_back", _) => "rolled back".to_string(),
+                    (other, _) => other.to_string(),
+                };
+                let name = if s.on_failure {
+                    format!("{} (onFailure)", s.name)
+                } else {
+                    s.name.clone()
+                };
+                let start = match (s.started_at, origin) {
+                    (Some(at), Some(origin)) => {
+                        format!("+{:.3}s", (at - origin).num_milliseconds() as f64 / 1000.0)
+                    }
+                    _ => "-".into(),
+                };
+                let detail = s
+                    .error
+                    .as_deref()
+                    .or(s.output.as_deref())
+                    .map(|t| first_line(t, 80))
+                    .unwrap_or_default();
+                let line = format!(
+                    "{:>8} {:>3} {:<24} {:<18} {:>7} {:>9} {:>9} {}",
+                    "",
+                    s.position,
+                    name,
+                    status,
+                    s.attempt,
+                    start,
+                    s.duration_ms
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    detail
+                );
+                println!("{}", line.trim_end());
+            }
+        }
     }
 }
 

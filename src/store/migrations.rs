@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "timeouts", include_str!("migrations/0002_timeouts.sql")),
     (3, "executor", include_str!("migrations/0003_executor.sql")),
+    (4, "chains", include_str!("migrations/0004_chains.sql")),
 ];
 
 /// The latest schema version this binary knows.

@@ -2,6 +2,7 @@
 //! a plan in one transaction, and the plan-time checks against the live schema. Every
 //! identifier that comes from a spec is quoted and every value is bound as a parameter.
 
+pub mod chains;
 pub mod checks;
 pub mod migrations;
 pub mod objects;

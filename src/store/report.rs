@@ -24,6 +24,32 @@ pub struct RunRecord {
     pub output: Option<String>,
     pub rows_affected: Option<i64>,
     pub params: serde_json::Value,
+    /// A chain run's steps, every attempt's, in order (empty for jobs and timeouts).
+    pub steps: Vec<StepRecord>,
+}
+
+/// One step of one attempt of a chain run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// The run's attempt this step belongs to.
+    pub run_attempt: i32,
+    /// 1-based; `onFailure` steps come after the chain's steps.
+    pub position: i32,
+    pub name: String,
+    /// `pending`, `running`, `succeeded`, `failed`, `skipped`, `cancelled` or `rolled_back`.
+    pub status: String,
+    /// The step's own attempt (its `retries` inside the run).
+    pub attempt: i32,
+    /// A failure that `ignoreError` let the chain go past.
+    pub ignored: bool,
+    pub on_failure: bool,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    pub output: Option<String>,
+    pub rows_affected: Option<i64>,
 }
 
 /// A job's (or timeout's) runs, newest first.
@@ -41,6 +67,8 @@ pub async fn runs_of(
         )
         .await
         .context("reading runs")?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let mut steps = steps_of(c, &ids).await?;
     Ok(rows
         .iter()
         .map(|r| RunRecord {
@@ -59,8 +87,50 @@ pub async fn runs_of(
             output: r.get(12),
             rows_affected: r.get(13),
             params: r.get(14),
+            steps: steps.remove(&r.get::<_, i64>(0)).unwrap_or_default(),
         })
         .collect())
+}
+
+/// The step records of these runs, by run, in attempt and position order.
+async fn steps_of(
+    c: &impl GenericClient,
+    runs: &[i64],
+) -> Result<std::collections::HashMap<i64, Vec<StepRecord>>, StoreError> {
+    let mut by_run: std::collections::HashMap<i64, Vec<StepRecord>> = Default::default();
+    if runs.is_empty() {
+        return Ok(by_run);
+    }
+    let rows = c
+        .query(
+            "SELECT run_id, run_attempt, position, name, status, attempt, ignored, on_failure,
+                    started_at, finished_at,
+                    (extract(epoch FROM finished_at - started_at) * 1000)::bigint,
+                    error, output, rows_affected
+               FROM pgsched.run_steps WHERE run_id = ANY($1)
+              ORDER BY run_id, run_attempt, position",
+            &[&runs],
+        )
+        .await
+        .context("reading chain steps")?;
+    for r in &rows {
+        by_run.entry(r.get(0)).or_default().push(StepRecord {
+            run_attempt: r.get(1),
+            position: r.get(2),
+            name: r.get(3),
+            status: r.get(4),
+            attempt: r.get(5),
+            ignored: r.get(6),
+            on_failure: r.get(7),
+            started_at: r.get(8),
+            finished_at: r.get(9),
+            duration_ms: r.get(10),
+            error: r.get(11),
+            output: r.get(12),
+            rows_affected: r.get(13),
+        });
+    }
+    Ok(by_run)
 }
 
 /// One object as `pgsched status` shows it.
