@@ -6,31 +6,17 @@
 
 mod common;
 
+use common::Specs;
+
 use chrono::{DateTime, Utc};
 use pgsched::executor::{run_executor, ExecutorConfig, SystemClock};
 use pgsched::reconcile::{apply, Outcome};
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-
-struct Specs(tempfile::TempDir);
-
-impl Specs {
-    fn new(files: &[(&str, &str)]) -> Specs {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        Specs(dir)
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
 
 fn chain(name: &str, body: &str) -> String {
     format!("apiVersion: pgsched/v1\nkind: Chain\nmetadata:\n  name: {name}\nspec:\n{body}")
@@ -213,7 +199,7 @@ async fn a_transactional_chain_whose_second_step_fails_leaves_nothing_of_its_fir
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let marker = scratch.path().join("fetched");
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "load.yaml",
         &chain(
             "load",
@@ -332,7 +318,7 @@ async fn an_ignored_failure_inside_a_transaction_keeps_the_steps_before_and_afte
     // `flaky` fails on its first attempt (after inserting 20) and succeeds on its second: the
     // retry rolls back to the savepoint first, so 20 is there once. Sequences are not rolled
     // back, which is what makes the second attempt differ.
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "keep.yaml",
         &chain(
             "keep",
@@ -394,7 +380,7 @@ async fn a_chain_without_a_transaction_stops_at_the_first_failure() {
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let marker = scratch.path().join("never");
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "line.yaml",
         &chain(
             "line",
@@ -463,7 +449,7 @@ async fn a_command_step_runs_between_sql_steps_and_every_step_gets_the_parameter
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let seen = scratch.path().join("params.json");
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "params.yaml",
         &chain(
             "params",
@@ -534,7 +520,7 @@ async fn the_chains_timeout_cancels_a_long_step_and_fails_the_chain() {
         .batch_execute("CREATE TABLE t (v int)")
         .await
         .unwrap();
-    let specs = Specs::new(&[
+    let specs = Specs::with(&[
         (
             "slow-sql.yaml",
             &chain(
@@ -615,7 +601,7 @@ async fn on_failure_steps_run_after_the_rollback_with_the_failed_step_and_its_er
     let seen = scratch.path().join("alert.json");
     // The first step locks `t` inside the transaction: the onFailure step that writes to `t`
     // could only finish after the rollback released it.
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "guarded.yaml",
         &chain(
             "guarded",
@@ -721,7 +707,7 @@ async fn a_diamond_graph_runs_b_and_c_at_the_same_time_and_d_after_both() {
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let slow_done = scratch.path().join("slow-done");
-    let specs = Specs::new(&[
+    let specs = Specs::with(&[
         (
             "diamond.yaml",
             &chain(
@@ -839,7 +825,7 @@ async fn scheduled_chains_create_runs_of_kind_chain() {
         .batch_execute("CREATE TABLE t (v int)")
         .await
         .unwrap();
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "tick.yaml",
         &chain(
             "tick",
@@ -895,7 +881,7 @@ async fn a_retried_chain_keeps_the_steps_of_each_attempt() {
         .batch_execute("CREATE SEQUENCE tries; CREATE TABLE alerts (will_retry boolean)")
         .await
         .unwrap();
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "again.yaml",
         &chain(
             "again",
@@ -963,7 +949,7 @@ async fn a_replaced_chain_stops_its_running_step_runs_no_more_and_no_on_failure(
         .batch_execute("CREATE TABLE t (v int)")
         .await
         .unwrap();
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "r.yaml",
         &chain(
             "r",

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Specs;
+
 use pgsched::executor::{run_executor, ExecutorConfig, SystemClock};
 use pgsched::reconcile::{apply, Outcome};
 use std::path::Path;
@@ -13,21 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-
-struct Specs(tempfile::TempDir);
-
-impl Specs {
-    fn new(files: &[(&str, &str)]) -> Specs {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        Specs(dir)
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
 
 fn job(name: &str, body: &str) -> String {
     format!("apiVersion: pgsched/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{body}")
@@ -133,7 +120,7 @@ async fn trigger(client: &Client, job: &str, params: &str) -> i64 {
 async fn two_executors_run_every_tick_of_a_per_second_job_exactly_once() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "tick.yaml",
         &job(
             "tick",
@@ -175,7 +162,7 @@ async fn two_executors_run_every_tick_of_a_per_second_job_exactly_once() {
 async fn a_trigger_in_a_rolled_back_transaction_never_runs() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "echo.yaml",
         &job("echo", "  params: {greeting: hello}\n  shell: 'echo \"$PGSCHED_JOB $PGSCHED_ATTEMPT $PGSCHED_PARAMS\"'\n"),
     )]);
@@ -218,7 +205,7 @@ async fn sql_jobs_bind_params_and_a_timed_out_query_leaves_no_backend() {
         .batch_execute("CREATE TABLE outbox (user_id bigint, note text)")
         .await
         .unwrap();
-    let specs = Specs::new(&[
+    let specs = Specs::with(&[
         (
             "insert.yaml",
             &job("insert", "  sql: INSERT INTO outbox SELECT ($1->>'user_id')::bigint, $1->>'note'\n  params: {note: hi}\n"),
@@ -268,7 +255,7 @@ async fn sql_jobs_bind_params_and_a_timed_out_query_leaves_no_backend() {
 async fn failed_runs_are_retried_with_backoff_then_fail() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[
+    let specs = Specs::with(&[
         (
             "flaky.yaml",
             &job("flaky", "  shell: 'test \"$PGSCHED_ATTEMPT\" -ge 3'\n  retries: {limit: 3, backoff: {initial: 100ms, max: 300ms}}\n"),
@@ -294,7 +281,7 @@ async fn failed_runs_are_retried_with_backoff_then_fail() {
 async fn forbid_skips_overlapping_ticks_and_allow_bounds_instances() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[
+    let specs = Specs::with(&[
         ("slow.yaml", &job("slow", "  schedule: \"* * * * * *\"\n  builtin: {name: sleep, duration: 2500ms}\n")),
         (
             "pool.yaml",
@@ -350,7 +337,7 @@ async fn forbid_skips_overlapping_ticks_and_allow_bounds_instances() {
 async fn replace_cancels_the_running_instance() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "r.yaml",
         &job("r", "  concurrencyPolicy: Replace\n  shell: 'sleep 30'\n"),
     )]);
@@ -377,7 +364,7 @@ async fn replace_cancels_the_running_instance() {
 async fn missed_ticks_follow_the_missed_runs_policy() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[
+    let specs = Specs::with(&[
         ("all.yaml", &job("all", "  schedule: \"@hourly\"\n  missedRuns: RunAll\n  builtin: {name: log, message: x}\n")),
         ("once.yaml", &job("once", "  schedule: \"@hourly\"\n  builtin: {name: log, message: x}\n")),
         ("skip.yaml", &job("skip", "  schedule: \"@hourly\"\n  missedRuns: Skip\n  builtin: {name: log, message: x}\n")),
@@ -472,7 +459,7 @@ async fn a_run_at_job_runs_once_and_an_after_job_waits_for_the_finish() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
     let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_rfc3339();
-    let specs = Specs::new(&[
+    let specs = Specs::with(&[
         (
             "once.yaml",
             &job(
@@ -535,7 +522,7 @@ async fn a_run_at_job_runs_once_and_an_after_job_waits_for_the_finish() {
 async fn graceful_shutdown_lets_short_runs_finish_and_retries_long_ones() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[
+    let specs = Specs::with(&[
         (
             "short.yaml",
             &job("short", "  builtin: {name: sleep, duration: 1s}\n"),
@@ -593,7 +580,7 @@ fn spawn_pgsched(url: &str, dir: &Path, worker_log: &str) -> Child {
 async fn a_run_whose_executor_was_killed_is_recovered_and_retried_by_another() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "work.yaml",
         &job(
             "work",
@@ -626,7 +613,7 @@ async fn the_executor_survives_a_server_restart_without_losing_runs() {
     let mut server = common::TestServer::start();
     let db = server.fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "echo.yaml",
         &job("echo", "  builtin: {name: log, message: hi}\n"),
     )]);
@@ -658,7 +645,7 @@ async fn the_executor_survives_a_server_restart_without_losing_runs() {
 async fn runs_and_status_commands_show_the_history() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    let specs = Specs::new(&[(
+    let specs = Specs::with(&[(
         "echo.yaml",
         &job(
             "echo",

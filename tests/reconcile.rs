@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Specs;
+
 use pgsched::plan::Action;
 use pgsched::reconcile::{apply, plan, Outcome, PlanReport};
 use std::path::{Path, PathBuf};
@@ -13,26 +15,6 @@ const DEMO_SCHEMA: &str = include_str!("../examples/demo-schema.sql");
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
-
-/// A spec directory of the test's own.
-struct Specs(tempfile::TempDir);
-
-impl Specs {
-    fn new() -> Specs {
-        Specs(tempfile::tempdir().unwrap())
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-    fn write(&self, name: &str, text: &str) {
-        let path = self.0.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    fn remove(&self, name: &str) {
-        std::fs::remove_file(self.0.path().join(name)).unwrap();
-    }
 }
 
 fn job(name: &str, body: &str) -> String {

@@ -8,32 +8,15 @@
 
 mod common;
 
+use common::Specs;
+
 use pgsched::reconcile::{apply, plan, Outcome, PlanReport};
 use pgsched::timeout::{run_timeouts, TimeoutConfig};
-use std::path::Path;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-
-/// A spec directory of the test's own.
-struct Specs(tempfile::TempDir);
-
-impl Specs {
-    fn new() -> Specs {
-        Specs(tempfile::tempdir().unwrap())
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.0.path().join(name), text).unwrap();
-    }
-    fn remove(&self, name: &str) {
-        std::fs::remove_file(self.0.path().join(name)).unwrap();
-    }
-}
 
 fn timeout(name: &str, body: &str) -> String {
     format!("apiVersion: pgsched/v1\nkind: Timeout\nmetadata:\n  name: {name}\nspec:\n{body}")

@@ -234,3 +234,31 @@ fn spawn_watchdog(dir: &Path) -> OwnedFd {
     std::thread::spawn(move || watchdog.wait());
     write_end
 }
+
+/// A spec directory of the test's own, deleted when dropped.
+pub struct Specs(tempfile::TempDir);
+
+impl Specs {
+    pub fn new() -> Specs {
+        Specs(tempfile::tempdir().unwrap())
+    }
+    /// A directory holding these files from the start.
+    pub fn with(files: &[(&str, &str)]) -> Specs {
+        let specs = Specs::new();
+        for (name, text) in files {
+            specs.write(name, text);
+        }
+        specs
+    }
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+    pub fn write(&self, name: &str, text: &str) {
+        let path = self.0.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.0.path().join(name)).unwrap();
+    }
+}
