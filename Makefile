@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both install what they need.
 CARGO ?= cargo
-EXAMPLES ?= examples
+EXAMPLES ?= examples/specs
 
 .PHONY: run test bench build deps schemas clean
 
@@ -11,7 +11,7 @@ deps:
 build:
 	$(CARGO) build --release
 
-## run: pgsched on examples/ with the embedded default PostgreSQL (under .pgsched/).
+## run: pgsched on examples/specs/ with the embedded default PostgreSQL (under .pgsched/).
 run: deps build
 	@scripts/run-examples.sh $(EXAMPLES)
 

@@ -3,7 +3,7 @@
 # validates them, then starts `pgsched run`, which applies them and executes due runs and
 # Timeouts until Ctrl-C. File watching, status files and /metrics are still to come.
 set -euo pipefail
-dir=${1:-examples}
+dir=${1:-examples/specs}
 bin=${PGSCHED_BIN:-target/release/pgsched}
 export PGSCHED_LOG=${PGSCHED_LOG:-info}
 
@@ -15,4 +15,4 @@ echo "   psql:    psql \"host=$PWD/.pgsched/socket port=\$(sed -n 4p .pgsched/da
 echo "   status:  $bin status      runs:  $bin runs send-welcome-email"
 echo "   try:     SELECT pgsched.trigger('send-welcome-email', '{\"user_id\": 42}');"
 echo "            INSERT INTO booking (customer, created_at) VALUES ('ann', now() - interval '15 minutes');"
-exec "$bin" --dir "$dir" --setup-sql "$dir/demo-schema.sql" run
+exec "$bin" --dir "$dir" --setup-sql examples/demo-schema.sql run

@@ -108,7 +108,7 @@ fn every_invalid_fixture_is_rejected_with_file_line_and_field() {
 
 #[test]
 fn every_valid_fixture_and_example_loads() {
-    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")];
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs")];
     dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid"));
     for dir in dirs {
         let loaded = load_dir(&dir);

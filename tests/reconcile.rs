@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 const DEMO_SCHEMA: &str = include_str!("../examples/demo-schema.sql");
 
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs")
 }
 
 fn job(name: &str, body: &str) -> String {

@@ -51,7 +51,7 @@ fn schemas_describe_fields_and_reject_unknown_ones() {
 
 #[test]
 fn every_example_starts_with_the_schema_modeline() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs");
     let mut checked = 0;
     for entry in walk(&examples) {
         let text = std::fs::read_to_string(&entry).unwrap();
