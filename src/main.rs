@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use pgsched::embedded::EmbeddedPostgres;
 use pgsched::reconcile::{self, Outcome};
 use pgsched::spec::{self, Kind};
-use pgsched::{executor, plan, store};
+use pgsched::{plan, store};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +27,10 @@ struct Cli {
     /// demo (`make run` uses examples/demo-schema.sql). Should be idempotent.
     #[arg(long, global = true, env = "PGSCHED_SETUP_SQL")]
     setup_sql: Option<PathBuf>,
+    /// Log lines as `text` for people or `json` (one object per line) for log collectors.
+    /// The level comes from PGSCHED_LOG (`info`, `debug`, `pgsched=debug`...).
+    #[arg(long, global = true, env = "PGSCHED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,8 +53,26 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// The sidecar: apply the specs, then execute due runs until SIGTERM or SIGINT.
+    /// The sidecar: reconcile on every change of the spec directory and every --resync,
+    /// execute due runs, expire Timeouts, write status files and serve /healthz, /readyz and
+    /// /metrics, until SIGTERM or SIGINT.
     Run {
+        /// Write status files under this directory (same relative paths) instead of beside
+        /// the specs: for a read-only spec mount (git-sync, ConfigMap).
+        #[arg(long, env = "PGSCHED_STATUS_DIR")]
+        status_dir: Option<PathBuf>,
+        /// Address for /healthz, /readyz and /metrics; `off` serves nothing.
+        #[arg(long, env = "PGSCHED_LISTEN", default_value = "127.0.0.1:9187")]
+        listen: String,
+        /// Reconcile this often even without file events (lost events, drift repair).
+        #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+        resync: std::time::Duration,
+        /// Quiet time after the last file event before the directory is read again.
+        #[arg(long, default_value = "100ms", value_parser = parse_duration_arg)]
+        debounce: std::time::Duration,
+        /// How often status files are refreshed from the tables (also after every reconcile).
+        #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+        status_interval: std::time::Duration,
         /// Fallback poll interval: the longest a lost notification can delay a run.
         #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
         poll: std::time::Duration,
@@ -66,7 +88,7 @@ enum Command {
         /// Allow a reconcile that deletes every managed object.
         #[arg(long)]
         allow_empty: bool,
-        /// Do not reconcile the spec directory; only execute (for extra executor replicas).
+        /// Do not watch or reconcile the spec directory; only execute (extra executor replicas).
         #[arg(long)]
         no_reconcile: bool,
     },
@@ -103,6 +125,12 @@ enum Command {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Output {
     Text,
     Json,
@@ -110,13 +138,15 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGSCHED_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGSCHED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -131,6 +161,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate => Ok(validate(&cli.dir)),
         Command::Schema { out } => schema(out),
         Command::Run {
+            status_dir,
+            listen,
+            resync,
+            debounce,
+            status_interval,
             poll,
             heartbeat,
             grace,
@@ -138,51 +173,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allow_empty,
             no_reconcile,
         } => runtime()?.block_on(async move {
-            let (mut client, server) = open_database(&cli).await?;
-            if !no_reconcile {
-                match reconcile::apply(&mut client, &cli.dir, allow_empty).await? {
-                    Outcome::Applied(report) => {
-                        let s = report.plan.summary();
-                        tracing::info!(added = s.add, changed = s.change, deleted = s.delete, "reconciled");
-                    }
-                    other => {
-                        // Keep running the last good state; the errors are for the operator.
-                        report_outcome(other, Output::Text, true);
-                        tracing::warn!("the spec directory was not applied; running the last applied state");
-                    }
-                }
-            } else {
-                pgsched::store::migrations::migrate(&mut client).await?;
+            // Bind first: a taken port is a start-up error, not a surprise later.
+            let listener = match listen.as_str() {
+                "off" | "" => None,
+                addr => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} for /healthz, /readyz and /metrics; give --listen another address, or --listen off")
+                })?),
+            };
+            if !no_reconcile && !cli.dir.is_dir() {
+                anyhow::bail!(
+                    "the spec directory {} does not exist (give --dir, or PGSCHED_DIR)",
+                    cli.dir.display()
+                );
             }
+            let (client, server) = open_database(&cli).await?;
+            drop(client);
             let url = match (&cli.database_url, &server) {
                 (Some(url), _) => url.clone(),
                 (None, Some(server)) => server.connection_string("postgres"),
                 (None, None) => unreachable!("open_database returns a server without a URL"),
             };
-            let mut config = executor::ExecutorConfig::new(url);
-            config.poll = poll;
-            config.heartbeat = heartbeat;
-            config.grace = grace;
-            config.concurrency = concurrency.max(1);
+            let mut config = pgsched::controller::SidecarConfig::new(&cli.dir, url);
+            config.status_dir = status_dir;
+            config.resync = resync;
+            config.debounce = debounce;
+            config.status_interval = status_interval;
+            config.allow_empty = allow_empty;
+            config.reconcile = !no_reconcile;
+            config.executor.poll = poll;
+            config.executor.heartbeat = heartbeat;
+            config.executor.grace = grace;
+            config.executor.concurrency = concurrency.max(1);
+            if let Some(l) = &listener {
+                tracing::info!(address = %l.local_addr()?, "serving /healthz, /readyz and /metrics");
+            }
             let shutdown = tokio_util::sync::CancellationToken::new();
             let signals = shutdown.clone();
             tokio::spawn(async move {
                 wait_for_signal().await;
-                tracing::info!("stopping (signal received)");
+                tracing::info!("stopping (signal received; a second one stops at once)");
                 signals.cancel();
+                wait_for_signal().await;
+                tracing::warn!("second signal: stopping now, without waiting for running runs");
+                std::process::exit(130);
             });
-            tracing::info!(worker = %config.worker, "executing due runs and expiring timeouts");
-            let mut timeouts = pgsched::timeout::TimeoutConfig::new(config.database_url.clone());
-            timeouts.poll = poll;
-            let timeout_loop = tokio::spawn(pgsched::timeout::run_timeouts(timeouts, shutdown.clone()));
-            executor::run_executor(config, std::sync::Arc::new(executor::SystemClock), shutdown.clone()).await?;
-            shutdown.cancel();
-            match timeout_loop.await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "the timeout loop stopped with an error"),
-                Err(e) => tracing::warn!(error = %e, "the timeout loop panicked"),
-                Ok(Ok(())) => {}
-            }
+            let result = pgsched::controller::run_sidecar(config, listener, shutdown).await;
+            // The embedded server stops here, after everything that used it.
             drop(server);
+            result?;
+            tracing::info!("stopped cleanly");
             Ok(ExitCode::SUCCESS)
         }),
         Command::Trigger { name, params, at } => runtime()?.block_on(async move {

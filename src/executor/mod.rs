@@ -46,6 +46,29 @@ impl Clock for SystemClock {
     }
 }
 
+/// Told about every run this process starts and finishes: the sidecar's /metrics.
+pub trait RunObserver: Send + Sync + 'static {
+    /// A run started `lateness` after it was due.
+    fn started(&self, job: &str, lateness: Duration);
+    /// An attempt ended: `outcome` is the run's status (`succeeded`, `failed`, `cancelled`,
+    /// `pending` for an attempt that will be retried) after `took`.
+    fn finished(&self, job: &str, outcome: &str, took: Duration);
+}
+
+/// An optional [`RunObserver`], so the config stays `Debug` and `Clone`.
+#[derive(Clone, Default)]
+pub struct Observer(pub Option<Arc<dyn RunObserver>>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observer(Some)"
+        } else {
+            "Observer(None)"
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
     /// tokio-postgres connection string or URL of the scheduler's database.
@@ -60,6 +83,8 @@ pub struct ExecutorConfig {
     pub concurrency: usize,
     /// On shutdown: how long running runs may take to finish before they are cancelled.
     pub grace: Duration,
+    /// Told about runs started and finished here.
+    pub observer: Observer,
 }
 
 impl ExecutorConfig {
@@ -71,6 +96,7 @@ impl ExecutorConfig {
             heartbeat: Duration::from_secs(2),
             concurrency: 32,
             grace: Duration::from_secs(30),
+            observer: Observer::default(),
         }
     }
 }
@@ -196,10 +222,20 @@ pub async fn run_executor(
                     let done = done_tx.clone();
                     let in_flight = in_flight.clone();
                     let clock = clock.clone();
+                    let observer = config.observer.0.clone();
                     tasks.spawn(async move {
+                        let job = run.job.clone();
+                        let began = std::time::Instant::now();
+                        if let Some(o) = &observer {
+                            let late = (clock.now() - run.due_at).to_std().unwrap_or_default();
+                            o.started(&job, late);
+                        }
                         let completion =
                             execute(run, &pool, &databases, token, &in_flight, clock.as_ref())
                                 .await;
+                        if let Some(o) = &observer {
+                            o.finished(&job, completion.status, began.elapsed());
+                        }
                         in_flight
                             .runs
                             .lock()
@@ -472,6 +508,7 @@ async fn claim(
                     id: pending.id,
                     job: pending.job.clone(),
                     attempt: pending.attempt,
+                    due_at: pending.due_at,
                     params: pending.params.clone(),
                     spec: candidate.spec.expect("a started run has a spec"),
                 });

@@ -103,34 +103,78 @@ pub fn find_spec_files(dir: &Path) -> (Vec<PathBuf>, Vec<SpecError>) {
     (files, errors)
 }
 
-/// Loads and validates every spec file below `dir`.
+/// The spec files of a directory as read at one moment: their texts, what could not be read,
+/// and a fingerprint of it all, so the sidecar can tell "nothing changed" without parsing.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Relative paths of every spec file found, sorted.
+    pub files: Vec<PathBuf>,
+    /// (relative path, text) of every file that could be read as UTF-8.
+    pub texts: Vec<(PathBuf, String)>,
+    /// Files that could not be listed or read.
+    pub errors: Vec<SpecError>,
+    /// SHA-256 over every file's path and content (and every read error).
+    pub fingerprint: [u8; 32],
+}
+
+/// Reads every spec file below `dir`.
 ///
-/// Files are read and parsed on every core, each worker reading its own files: read one after
-/// the other on the calling thread, 1,000 files took 6 to 20 ms before any parsing started.
-pub fn load_dir(dir: &Path) -> Loaded {
+/// Files are read on every core, each worker reading its own files: read one after the other
+/// on the calling thread, 1,000 files took 6 to 20 ms.
+pub fn snapshot_dir(dir: &Path) -> Snapshot {
+    use sha2::{Digest, Sha256};
     let (files, mut errors) = find_spec_files(dir);
     let chunks = parallel_chunks(&files, |chunk| {
-        let mut parsed = Parsed::default();
+        let mut texts = Vec::with_capacity(chunk.len());
+        let mut errors = Vec::new();
         for relative in chunk {
             let shown = shown_path(dir, relative);
             match std::fs::read(dir.join(relative)) {
                 Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => parsed.file(relative, &shown, &text),
-                    Err(_) => parsed.errors.push(SpecError::new(shown, "not UTF-8 text")),
+                    Ok(text) => texts.push((relative.clone(), text)),
+                    Err(_) => errors.push(SpecError::new(shown, "not UTF-8 text")),
                 },
-                Err(e) => parsed
-                    .errors
-                    .push(SpecError::new(shown, format!("cannot read: {e}"))),
+                Err(e) => errors.push(SpecError::new(shown, format!("cannot read: {e}"))),
             }
         }
-        parsed
+        (texts, errors)
     });
-    let mut loaded = validated(chunks);
-    errors.append(&mut loaded.errors);
-    sort_errors(&mut errors);
-    loaded.errors = errors;
-    loaded.files = files;
+    let mut texts = Vec::with_capacity(files.len());
+    for (mut t, mut e) in chunks {
+        texts.append(&mut t);
+        errors.append(&mut e);
+    }
+    let mut hash = Sha256::new();
+    for (path, text) in &texts {
+        hash.update(path.to_string_lossy().as_bytes());
+        hash.update([0]);
+        hash.update((text.len() as u64).to_le_bytes());
+        hash.update(text.as_bytes());
+    }
+    for e in &errors {
+        hash.update(e.to_string().as_bytes());
+        hash.update([0]);
+    }
+    Snapshot {
+        files,
+        texts,
+        errors,
+        fingerprint: hash.finalize().into(),
+    }
+}
+
+/// Parses and validates a snapshot.
+pub fn load_snapshot(dir: &Path, snapshot: &Snapshot) -> Loaded {
+    let mut loaded = load_texts(dir, &snapshot.texts);
+    loaded.errors.extend(snapshot.errors.iter().cloned());
+    sort_errors(&mut loaded.errors);
+    loaded.files = snapshot.files.clone();
     loaded
+}
+
+/// Loads and validates every spec file below `dir`.
+pub fn load_dir(dir: &Path) -> Loaded {
+    load_snapshot(dir, &snapshot_dir(dir))
 }
 
 /// Parses and validates spec texts given as (relative path, content); `dir` only shapes the

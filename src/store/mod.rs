@@ -4,6 +4,7 @@
 
 pub mod chains;
 pub mod checks;
+pub mod leader;
 pub mod migrations;
 pub mod objects;
 pub mod report;

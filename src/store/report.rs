@@ -143,6 +143,12 @@ pub struct ObjectStatus {
     pub suspended: bool,
     pub generation: i64,
     pub source_file: Option<String>,
+    /// The hash of the spec the row holds; status files compare it with the file's.
+    #[serde(skip_serializing)]
+    pub spec_hash: Option<String>,
+    /// Written from a spec file (false: a row someone inserted by hand).
+    #[serde(skip_serializing)]
+    pub managed: bool,
     pub next_run_at: Option<DateTime<Utc>>,
     pub active: i64,
     pub succeeded: i64,
@@ -171,16 +177,35 @@ pub async fn status(
     c: &impl GenericClient,
     name: Option<&str>,
 ) -> Result<Vec<ObjectStatus>, StoreError> {
+    objects_with_runs(c, name, false).await
+}
+
+/// Like [`status`], with Connections too (status files list every object of a file).
+pub async fn status_of_everything(c: &impl GenericClient) -> Result<Vec<ObjectStatus>, StoreError> {
+    objects_with_runs(c, None, true).await
+}
+
+async fn objects_with_runs(
+    c: &impl GenericClient,
+    name: Option<&str>,
+    with_connections: bool,
+) -> Result<Vec<ObjectStatus>, StoreError> {
     let rows = c
         .query(
             "WITH objects AS (
-                 SELECT kind, name, schedule, suspended, generation, source_file, next_run_at FROM pgsched.jobs
+                 SELECT kind, name, schedule, suspended, generation, source_file, next_run_at, spec_hash, managed
+                   FROM pgsched.jobs
                  UNION ALL
-                 SELECT 'Timeout', name, 'after ' || after::text, suspended, generation, source_file, next_deadline
-                   FROM pgsched.timeouts)
+                 SELECT 'Timeout', name, 'after ' || after::text, suspended, generation, source_file, next_deadline,
+                        spec_hash, managed
+                   FROM pgsched.timeouts
+                 UNION ALL
+                 SELECT 'Connection', name, NULL, false, generation, source_file, NULL, spec_hash, managed
+                   FROM pgsched.connections WHERE $2)
              SELECT o.kind, o.name, o.schedule, o.suspended, o.generation, o.source_file, o.next_run_at,
                     t.active, t.succeeded, t.failed, t.skipped, t.last_success, t.last_scheduled,
-                    l.id, l.status, l.attempt, l.started_at, l.finished_at, l.duration_ms, l.worker, l.error
+                    l.id, l.status, l.attempt, l.started_at, l.finished_at, l.duration_ms, l.worker, l.error,
+                    o.spec_hash, o.managed
                FROM objects o
                LEFT JOIN LATERAL (
                    SELECT count(*) FILTER (WHERE status = 'running') AS active,
@@ -189,15 +214,15 @@ pub async fn status(
                           count(*) FILTER (WHERE status IN ('skipped', 'missed')) AS skipped,
                           max(finished_at) FILTER (WHERE status = 'succeeded') AS last_success,
                           max(scheduled_at) AS last_scheduled
-                     FROM pgsched.runs r WHERE r.job = o.name) t ON true
+                     FROM pgsched.runs r WHERE r.job = o.name AND o.kind <> 'Connection') t ON true
                LEFT JOIN LATERAL (
                    SELECT id, status, attempt, started_at, finished_at, duration_ms, worker, error
                      FROM pgsched.runs r
-                    WHERE r.job = o.name AND r.status NOT IN ('pending')
+                    WHERE r.job = o.name AND o.kind <> 'Connection' AND r.status NOT IN ('pending')
                     ORDER BY r.id DESC LIMIT 1) l ON true
               WHERE $1::text IS NULL OR o.name = $1
               ORDER BY o.kind, o.name",
-            &[&name],
+            &[&name, &with_connections],
         )
         .await
         .context("reading status")?;
@@ -210,6 +235,8 @@ pub async fn status(
             suspended: r.get(3),
             generation: r.get(4),
             source_file: r.get(5),
+            spec_hash: r.get(21),
+            managed: r.get(22),
             next_run_at: r.get(6),
             active: r.get(7),
             succeeded: r.get(8),
@@ -244,5 +271,16 @@ pub async fn trigger(
     )
     .await
     .context(format!("triggering {job}"))?
+    .get(0))
+}
+
+/// Runs due and waiting for a worker: the backlog /metrics reports.
+pub async fn pending_runs(c: &impl GenericClient) -> Result<i64, StoreError> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM pgsched.runs WHERE status = 'pending' AND due_at <= now()",
+        &[],
+    )
+    .await
+    .context("counting pending runs")?
     .get(0))
 }

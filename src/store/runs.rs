@@ -156,6 +156,8 @@ pub struct ClaimedRun {
     pub id: i64,
     pub job: String,
     pub attempt: i32,
+    /// When the run was due (its start lateness is measured from here).
+    pub due_at: DateTime<Utc>,
     pub params: Value,
     pub spec: Runnable,
 }
