@@ -229,6 +229,7 @@ async fn lead(shared: Arc<Shared>, leading: watch::Sender<bool>, stop: Cancellat
     let config = &shared.config;
     let mut client: Option<tokio_postgres::Client> = None;
     let mut held = false;
+    let mut first = true;
     loop {
         let step = async {
             if client.is_none() {
@@ -256,7 +257,17 @@ async fn lead(shared: Arc<Shared>, leading: watch::Sender<bool>, stop: Cancellat
                 false
             }
         };
-        if now_held != held {
+        if first {
+            // The reconciler waits for this first answer, so a lone replica's first look
+            // applies rather than only looking.
+            first = false;
+            held = now_held;
+            if held {
+                tracing::info!(worker = %config.executor.worker, "took the reconcile leadership");
+            }
+            shared.metrics.leader.set(held as i64);
+            leading.send_replace(held);
+        } else if now_held != held {
             held = now_held;
             if held {
                 tracing::info!(worker = %config.executor.worker, "took the reconcile leadership");
@@ -429,6 +440,13 @@ async fn reconcile_loop(
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut retry_backoff = Duration::from_millis(500);
     let mut cause = Cause::Start;
+    // The first look waits for the first leadership attempt (bounded: the database may be
+    // unreachable for the leadership connection and reachable later).
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = leading.changed() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
     loop {
         let is_leader = *leading.borrow_and_update();
         let started = Instant::now();

@@ -186,8 +186,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cli.dir.display()
                 );
             }
-            let (client, server) = open_database(&cli).await?;
-            drop(client);
+            // With --database-url and nothing to set up, the sidecar connects by itself and
+            // waits for a database that is not up yet (pods start their containers in any order).
+            let server = if cli.database_url.is_none() || cli.setup_sql.is_some() {
+                open_database(&cli).await?.1
+            } else {
+                None
+            };
             let url = match (&cli.database_url, &server) {
                 (Some(url), _) => url.clone(),
                 (None, Some(server)) => server.connection_string("postgres"),

@@ -1,0 +1,705 @@
+//! `pgsched run` as a user runs it: the binary as a child process, a spec directory it watches,
+//! a real PostgreSQL, its HTTP endpoints and its status files.
+
+mod common;
+
+use common::{fresh_db, Specs, TestDb};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn job(name: &str, body: &str) -> String {
+    format!("apiVersion: pgsched/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{body}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `pgsched run` child process, killed when dropped.
+struct Sidecar {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    fn start(dir: &Path, url: &str, extra: &[&str]) -> Sidecar {
+        let port = free_port();
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("pgsched.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pgsched"))
+            .arg("--dir")
+            .arg(dir)
+            .args(["--database-url", url, "run"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--status-interval",
+                "200ms",
+                "--poll",
+                "1s",
+                "--grace",
+                "3s",
+            ])
+            .args(if extra.contains(&"--debounce") {
+                &[][..]
+            } else {
+                &["--debounce", "50ms"][..]
+            })
+            .args(extra)
+            .env("PGSCHED_LOG", "info,pgsched=debug")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Sidecar {
+            child,
+            port,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on the sidecar's HTTP port: (status code, body), or None when nothing answers.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((code, body))
+    }
+
+    fn wait_ready(&mut self) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.get("/readyz").is_some_and(|(code, _)| code == 200)
+                || self.child.try_wait().unwrap().is_some()
+        }) && self.child.try_wait().unwrap().is_none();
+        assert!(ok, "never ready; log:\n{}", self.log());
+    }
+
+    /// The value of a metric without labels, from /metrics.
+    fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to exit; its exit code.
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes.
+fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A blocking view of the test database (the sidecar runs outside this process; these tests
+/// need no async of their own).
+struct Db {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    db: TestDb,
+}
+
+impl Db {
+    fn new() -> Db {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = rt.block_on(fresh_db());
+        let client = rt.block_on(db.connect());
+        Db { rt, client, db }
+    }
+    fn url(&self) -> &str {
+        &self.db.url
+    }
+    /// The `schedule` column of a job, or None when there is no such row.
+    fn schedule_of(&self, name: &str) -> Option<Option<String>> {
+        self.rt
+            .block_on(self.client.query_opt(
+                "SELECT schedule FROM pgsched.jobs WHERE name = $1",
+                &[&name],
+            ))
+            .ok()
+            .flatten()
+            .map(|r| r.get(0))
+    }
+    fn has_job(&self, name: &str) -> bool {
+        self.schedule_of(name).is_some()
+    }
+    fn leader(&self) -> Option<String> {
+        self.rt
+            .block_on(self.client.query_opt(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                  WHERE l.locktype = 'advisory' AND l.granted AND l.objid = 4 AND l.objsubid = 2
+                    AND a.datname = current_database()",
+                &[],
+            ))
+            .unwrap()
+            .map(|r| r.get(0))
+    }
+}
+
+/// How long `check` took to hold, printed for the reader; panics after 10 s.
+fn time_until(what: &str, mut check: impl FnMut() -> bool, log: impl Fn() -> String) -> Duration {
+    let start = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), &mut check),
+        "{what}: not within 10 s; log:\n{}",
+        log()
+    );
+    let took = start.elapsed();
+    eprintln!("{what}: {took:?}");
+    took
+}
+
+#[test]
+fn edits_new_files_and_removed_files_reach_the_tables() {
+    let db = Db::new();
+    let specs = Specs::with(&[
+        (
+            "a.yaml",
+            &job("a", "  schedule: \"0 3 * * *\"\n  sql: SELECT 1\n"),
+        ),
+        ("keep.yaml", &job("keep", "  sql: SELECT 1\n")),
+    ]);
+    let mut sidecar = Sidecar::start(specs.path(), db.url(), &[]);
+    sidecar.wait_ready();
+    assert_eq!(db.schedule_of("a"), Some(Some("0 3 * * *".into())));
+
+    // An editor's atomic save: write a temporary file, rename it over the old one.
+    std::fs::write(
+        specs.path().join(".a.yaml.swp"),
+        job("a", "  schedule: \"0 4 * * *\"\n  sql: SELECT 1\n"),
+    )
+    .unwrap();
+    std::fs::rename(
+        specs.path().join(".a.yaml.swp"),
+        specs.path().join("a.yaml"),
+    )
+    .unwrap();
+    time_until(
+        "an edit reached the table",
+        || db.schedule_of("a") == Some(Some("0 4 * * *".into())),
+        || sidecar.log(),
+    );
+
+    specs.write("sub/b.yaml", &job("b", "  sql: SELECT 2\n"));
+    time_until(
+        "a new file reached the table",
+        || db.has_job("b"),
+        || sidecar.log(),
+    );
+
+    specs.remove("a.yaml");
+    time_until(
+        "a removed file reached the table",
+        || !db.has_job("a"),
+        || sidecar.log(),
+    );
+    assert!(db.has_job("keep") && db.has_job("b"));
+    // Its status file goes with it.
+    assert!(wait_until(Duration::from_secs(5), || !specs
+        .path()
+        .join("a.status.yaml")
+        .exists()));
+    assert!(specs.path().join("sub/b.status.yaml").exists());
+
+    // The same content again (a touch) changes nothing: no new reconcile is counted.
+    let before = sidecar.metric("pgsched_reconcile_duration_seconds_count");
+    let text = std::fs::read_to_string(specs.path().join("keep.yaml")).unwrap();
+    specs.write("keep.yaml", &text);
+    std::thread::sleep(Duration::from_millis(500)); // nothing to wait for: proving a non-event
+    assert_eq!(
+        sidecar.metric("pgsched_reconcile_duration_seconds_count"),
+        before
+    );
+}
+
+#[test]
+fn a_symlink_swap_of_the_whole_directory_is_picked_up() {
+    // git-sync: `root/specs` is a symlink to a worktree, swapped atomically by a rename.
+    let db = Db::new();
+    let root = tempfile::tempdir().unwrap();
+    let rev1 = root.path().join("rev1");
+    let rev2 = root.path().join("rev2");
+    std::fs::create_dir_all(&rev1).unwrap();
+    std::fs::create_dir_all(&rev2).unwrap();
+    std::fs::write(rev1.join("a.yaml"), job("a", "  sql: SELECT 1\n")).unwrap();
+    std::fs::write(rev2.join("a.yaml"), job("a", "  sql: SELECT 1\n")).unwrap();
+    std::fs::write(rev2.join("c.yaml"), job("c", "  sql: SELECT 3\n")).unwrap();
+    let link = root.path().join("specs");
+    std::os::unix::fs::symlink(&rev1, &link).unwrap();
+    let status = tempfile::tempdir().unwrap();
+    let mut sidecar = Sidecar::start(
+        &link,
+        db.url(),
+        &["--status-dir", status.path().to_str().unwrap()],
+    );
+    sidecar.wait_ready();
+    assert!(db.has_job("a") && !db.has_job("c"));
+
+    let tmp = root.path().join("specs.tmp");
+    std::os::unix::fs::symlink(&rev2, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    time_until(
+        "a git-sync swap reached the table",
+        || db.has_job("c"),
+        || sidecar.log(),
+    );
+
+    // And the next swap too: the watch follows the new target.
+    std::fs::write(rev1.join("d.yaml"), job("d", "  sql: SELECT 4\n")).unwrap();
+    std::os::unix::fs::symlink(&rev1, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    time_until(
+        "a second swap reached the table",
+        || db.has_job("d") && !db.has_job("c"),
+        || sidecar.log(),
+    );
+    // Edits inside the new target are seen as well.
+    std::fs::write(rev1.join("e.yaml"), job("e", "  sql: SELECT 5\n")).unwrap();
+    time_until("an edit after a swap", || db.has_job("e"), || sidecar.log());
+    // Status files went to --status-dir, not into the worktree.
+    assert!(wait_until(Duration::from_secs(5), || status
+        .path()
+        .join("e.status.yaml")
+        .exists()));
+    assert!(!rev1.join("a.status.yaml").exists());
+}
+
+#[test]
+fn a_configmap_data_swap_is_picked_up() {
+    // A ConfigMap volume: `a.yaml -> ..data/a.yaml`, `..data -> ..2026_v1`; an update writes
+    // `..2026_v2`, points `..data_tmp` at it and renames it over `..data`.
+    let db = Db::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("..2026_v1")).unwrap();
+    std::fs::write(
+        d.join("..2026_v1/a.yaml"),
+        job("a", "  schedule: \"0 1 * * *\"\n  sql: SELECT 1\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_v1", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/a.yaml", d.join("a.yaml")).unwrap();
+    let status = tempfile::tempdir().unwrap();
+    let mut sidecar = Sidecar::start(
+        d,
+        db.url(),
+        &["--status-dir", status.path().to_str().unwrap()],
+    );
+    sidecar.wait_ready();
+    assert_eq!(db.schedule_of("a"), Some(Some("0 1 * * *".into())));
+
+    std::fs::create_dir(d.join("..2026_v2")).unwrap();
+    std::fs::write(
+        d.join("..2026_v2/a.yaml"),
+        job("a", "  schedule: \"0 2 * * *\"\n  sql: SELECT 1\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    std::fs::remove_dir_all(d.join("..2026_v1")).unwrap();
+    time_until(
+        "a ConfigMap swap reached the table",
+        || db.schedule_of("a") == Some(Some("0 2 * * *".into())),
+        || sidecar.log(),
+    );
+}
+
+#[test]
+fn a_broken_edit_keeps_the_last_good_state_and_says_ready_false() {
+    let db = Db::new();
+    let specs = Specs::with(&[
+        (
+            "a.yaml",
+            &job("a", "  schedule: \"@every 1s\"\n  sql: SELECT 1\n"),
+        ),
+        ("b.yaml", &job("b", "  sql: SELECT 1\n")),
+    ]);
+    let mut sidecar = Sidecar::start(specs.path(), db.url(), &[]);
+    sidecar.wait_ready();
+    let status = specs.path().join("a.status.yaml");
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&status).is_ok_and(|t| t.contains("reason: Reconciled"))
+    }));
+
+    // A typo in the schedule, and a new job in another file: neither is applied.
+    specs.write(
+        "a.yaml",
+        &job("a", "  schedule: \"@every 1 s\"\n  sql: SELECT 1\n"),
+    );
+    specs.write("c.yaml", &job("c", "  sql: SELECT 1\n"));
+    time_until(
+        "the status file says Ready=False",
+        || {
+            std::fs::read_to_string(&status)
+                .is_ok_and(|t| t.contains("status: \"False\"") && t.contains("reason: InvalidSpec"))
+        },
+        || sidecar.log(),
+    );
+    let text = std::fs::read_to_string(&status).unwrap();
+    assert!(
+        text.contains("a.yaml:"),
+        "the message names the file and line:\n{text}"
+    );
+    assert!(text.contains("name: a"), "{text}");
+    let c_status = specs.path().join("c.status.yaml");
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&c_status).is_ok_and(|t| t.contains("reason: Blocked"))
+    }));
+    // The last good state keeps running.
+    assert_eq!(db.schedule_of("a"), Some(Some("@every 1s".into())));
+    assert!(!db.has_job("c"));
+    assert!(sidecar.metric("pgsched_spec_errors").unwrap_or(0.0) >= 1.0);
+    let runs_now = || -> i64 {
+        db.rt
+            .block_on(db.client.query_one(
+                "SELECT count(*) FROM pgsched.runs WHERE job = 'a' AND status = 'succeeded'",
+                &[],
+            ))
+            .unwrap()
+            .get(0)
+    };
+    let before = runs_now();
+    assert!(
+        wait_until(Duration::from_secs(10), || runs_now() > before),
+        "job a stopped running while its file was broken"
+    );
+
+    // Fixed: everything is applied, and the file is Ready again.
+    specs.write(
+        "a.yaml",
+        &job("a", "  schedule: \"@every 2s\"\n  sql: SELECT 1\n"),
+    );
+    time_until(
+        "the fix was applied",
+        || db.schedule_of("a") == Some(Some("@every 2s".into())) && db.has_job("c"),
+        || sidecar.log(),
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&status).is_ok_and(|t| t.contains("reason: Reconciled"))
+    }));
+}
+
+#[test]
+fn one_of_two_replicas_leads_and_a_killed_leader_hands_over() {
+    let db = Db::new();
+    let specs = Specs::with(&[("a.yaml", &job("a", "  sql: SELECT 1\n"))]);
+    let s1 = tempfile::tempdir().unwrap();
+    let s2 = tempfile::tempdir().unwrap();
+    let mut first = Sidecar::start(
+        specs.path(),
+        db.url(),
+        &["--status-dir", s1.path().to_str().unwrap()],
+    );
+    let mut second = Sidecar::start(
+        specs.path(),
+        db.url(),
+        &["--status-dir", s2.path().to_str().unwrap()],
+    );
+    first.wait_ready();
+    second.wait_ready();
+    let leaders = || {
+        (
+            first.metric("pgsched_leader").unwrap_or(0.0),
+            second.metric("pgsched_leader").unwrap_or(0.0),
+        )
+    };
+    assert!(wait_until(Duration::from_secs(10), || {
+        let (a, b) = leaders();
+        a + b == 1.0
+    }));
+    // Stays so: exactly one, for a while.
+    for _ in 0..10 {
+        let (a, b) = leaders();
+        assert_eq!(a + b, 1.0, "leaders: {a} {b}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (a, _) = leaders();
+    let (mut leader, follower) = if a == 1.0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let name = db.leader().expect("pg_locks shows the leadership lock");
+    assert!(name.starts_with("pgsched leader "), "{name}");
+    assert!(name.ends_with(&format!("/{}", leader.child.id())), "{name}");
+
+    leader.signal(libc::SIGKILL);
+    leader.wait_exit(Duration::from_secs(5));
+    let took = time_until(
+        "the other replica took over",
+        || follower.metric("pgsched_leader") == Some(1.0),
+        || follower.log(),
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // And it reconciles: an edit reaches the tables through the new leader.
+    specs.write("b.yaml", &job("b", "  sql: SELECT 1\n"));
+    time_until(
+        "the new leader applied an edit",
+        || db.has_job("b"),
+        || follower.log(),
+    );
+}
+
+#[test]
+fn status_files_carry_the_last_run_the_next_time_and_totals() {
+    let db = Db::new();
+    let specs = Specs::with(&[(
+        "jobs/tick.yaml",
+        &format!(
+            "{}---\n{}",
+            job("tick", "  schedule: \"@every 1s\"\n  sql: SELECT 1\n"),
+            job(
+                "nightly",
+                "  schedule: \"0 2 * * *\"\n  timeZone: Europe/Zurich\n  sql: SELECT 1\n"
+            )
+        ),
+    )]);
+    let mut sidecar = Sidecar::start(specs.path(), db.url(), &[]);
+    sidecar.wait_ready();
+    let path = specs.path().join("jobs/tick.status.yaml");
+    time_until(
+        "a run shows in the status file",
+        || {
+            std::fs::read_to_string(&path).is_ok_and(|t| {
+                t.contains("lastRun:")
+                    && t.contains("status: succeeded")
+                    && t.contains("succeeded: 1")
+            })
+        },
+        || sidecar.log(),
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("# Written by pgsched. Do not edit.\n"),
+        "{text}"
+    );
+    let entries = pgsched::status::parse(&text).expect("the status file parses");
+    assert_eq!(entries.len(), 2, "{text}");
+    let tick = entries.iter().find(|e| e.name == "tick").unwrap();
+    assert_eq!(tick.kind, "Job");
+    assert_eq!(tick.generation, Some(1));
+    assert_eq!(tick.conditions[0].status, "True");
+    assert_eq!(tick.conditions[0].observed_generation, Some(1));
+    assert!(tick.next_schedule_time.is_some() && tick.last_schedule_time.is_some());
+    let run = tick.last_run.as_ref().unwrap();
+    assert!(run.duration_ms.is_some() && run.worker.is_some());
+    assert!(tick.totals.as_ref().unwrap().succeeded >= 1);
+    let nightly = entries.iter().find(|e| e.name == "nightly").unwrap();
+    // 02:00 in Zurich is 01:00 UTC in winter.
+    assert!(
+        nightly
+            .next_schedule_time
+            .as_deref()
+            .unwrap()
+            .ends_with("T01:00:00Z"),
+        "{text}"
+    );
+    assert!(nightly.last_run.is_none());
+}
+
+#[test]
+fn readyz_waits_for_the_database_and_metrics_parse_as_prometheus_text() {
+    let db = Db::new();
+    let specs = Specs::with(&[(
+        "a.yaml",
+        &job("a", "  schedule: \"@every 1s\"\n  sql: SELECT 1\n"),
+    )]);
+    // No database there: alive, not ready, and saying why.
+    let nowhere = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=x connect_timeout=1",
+        free_port()
+    );
+    let waiting = Sidecar::start(specs.path(), &nowhere, &[]);
+    assert!(wait_until(Duration::from_secs(10), || waiting
+        .get("/healthz")
+        .is_some()));
+    assert_eq!(waiting.get("/healthz").unwrap().0, 200);
+    let (code, body) = waiting.get("/readyz").unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("not connected"), "{body}");
+    drop(waiting);
+
+    let mut sidecar = Sidecar::start(specs.path(), db.url(), &[]);
+    sidecar.wait_ready();
+    time_until(
+        "a run is counted in /metrics",
+        || {
+            sidecar.get("/metrics").is_some_and(|(_, b)| {
+                b.contains(r#"pgsched_runs_total{job="a",outcome="succeeded"}"#)
+            })
+        },
+        || sidecar.log(),
+    );
+    let (code, body) = sidecar.get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("/metrics parses");
+    let names: std::collections::BTreeSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for expected in [
+        "pgsched_runs_total",
+        "pgsched_run_duration_seconds_count",
+        "pgsched_run_start_lateness_seconds_count",
+        "pgsched_reconciles_total",
+        "pgsched_reconcile_errors_total",
+        "pgsched_reconcile_duration_seconds_count",
+        "pgsched_leader",
+        "pgsched_pending_runs",
+        "pgsched_ready",
+        "pgsched_timeout_rows_expired_total",
+    ] {
+        assert!(names.contains(expected), "{expected} missing from:\n{body}");
+    }
+    assert!(scrape.samples.iter().any(|s| s.metric == "pgsched_leader"
+        && matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 1.0)));
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_releases_the_leadership() {
+    let db = Db::new();
+    let specs = Specs::with(&[("a.yaml", &job("a", "  sql: SELECT 1\n"))]);
+    let mut sidecar = Sidecar::start(specs.path(), db.url(), &["--log-format", "json"]);
+    sidecar.wait_ready();
+    assert!(wait_until(Duration::from_secs(10), || db
+        .leader()
+        .is_some()));
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(
+        sidecar.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        sidecar.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || db.leader().is_none()));
+    // Every log line is one JSON object, for log collectors.
+    let log = sidecar.log();
+    assert!(log.lines().count() > 2, "{log}");
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("stopped cleanly"), "{log}");
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_git_checkout_of_many_files_is_one_reconcile() {
+    let db = Db::new();
+    let repo = tempfile::tempdir().unwrap();
+    let write_all = |hour: u32, names: std::ops::Range<u32>| {
+        for i in names {
+            std::fs::write(
+                repo.path().join(format!("job-{i}.yaml")),
+                job(
+                    &format!("job-{i}"),
+                    &format!("  schedule: \"0 {hour} * * *\"\n  sql: SELECT {i}\n"),
+                ),
+            )
+            .unwrap();
+        }
+    };
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    write_all(1, 0..40);
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "one"]);
+    for i in 35..40 {
+        std::fs::remove_file(repo.path().join(format!("job-{i}.yaml"))).unwrap();
+    }
+    write_all(2, 0..35);
+    write_all(2, 40..50);
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "two"]);
+    git(repo.path(), &["checkout", "-q", "HEAD~1"]);
+
+    // A debounce long enough that one checkout is one burst even on a loaded machine.
+    let mut sidecar = Sidecar::start(repo.path(), db.url(), &["--debounce", "400ms"]);
+    sidecar.wait_ready();
+    assert_eq!(db.schedule_of("job-0"), Some(Some("0 1 * * *".into())));
+    let reconciles = || {
+        sidecar
+            .metric("pgsched_reconcile_duration_seconds_count")
+            .unwrap_or(0.0)
+    };
+    let before = reconciles();
+    git(repo.path(), &["checkout", "-q", "main"]);
+    time_until(
+        "a checkout of 50 files reached the tables",
+        || {
+            db.schedule_of("job-0") == Some(Some("0 2 * * *".into()))
+                && db.has_job("job-49")
+                && !db.has_job("job-39")
+        },
+        || sidecar.log(),
+    );
+    std::thread::sleep(Duration::from_millis(1000)); // proving a non-event: no second reconcile
+    assert_eq!(reconciles() - before, 1.0, "{}", sidecar.log());
+    // Git's own files never made a status file or a spec.
+    assert!(!repo.path().join(".git/index.status.yaml").exists());
+}
