@@ -18,7 +18,8 @@ use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::plan::DesiredObject;
 use crate::reconcile::{self, Outcome};
-use crate::spec::{self, Loaded, SpecError};
+use crate::spec::cache::{DirCache, Scope};
+use crate::spec::{self, SpecError};
 use crate::status::{DirView, FileObject, LastReconcile, StatusWriter};
 use crate::store::{self, leader, migrations::migrate, report, StoreError};
 use crate::timeout::{self, TimeoutConfig};
@@ -146,7 +147,7 @@ pub async fn run_sidecar(
     if config.reconcile {
         let (leader_tx, leader_rx) = watch::channel(false);
         background.spawn(lead(shared.clone(), leader_tx, loops_stop.clone()));
-        let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        let (changes_tx, changes_rx) = mpsc::unbounded_channel::<Change>();
         let watcher = Watcher::start(&config, changes_tx)?;
         background.spawn(reconcile_loop(
             shared.clone(),
@@ -303,29 +304,43 @@ struct Watcher {
 impl Watcher {
     fn start(
         config: &SidecarConfig,
-        changes: mpsc::UnboundedSender<()>,
+        changes: mpsc::UnboundedSender<Change>,
     ) -> Result<Watcher, SidecarError> {
         let dir = config.dir.clone();
         let status_dir = config
             .status_dir
             .as_ref()
             .map(|d| std::path::absolute(d).unwrap_or(d.clone()));
-        // Half the debounce here, half waiting for quiet in the reconcile loop.
-        let wait = (config.debounce / 2).max(Duration::from_millis(10));
-        let debouncer = new_debouncer(wait, None, move |result: DebounceEventResult| {
-            let relevant = match &result {
-                Ok(events) => events
-                    .iter()
-                    .any(|e| is_relevant(e, status_dir.as_deref())),
+        // Half the debounce here; the reconcile loop then waits for a quiet spell of two of
+        // the debouncer's ticks, which chains the batches of a long burst (each path is
+        // reported once quiet, so a large checkout arrives in batches one tick apart).
+        let (wait, tick) = debounce_timing(config.debounce);
+        let debouncer = new_debouncer(wait, Some(tick), move |result: DebounceEventResult| {
+            let change = match &result {
+                Ok(events) => {
+                    let relevant: Vec<&DebouncedEvent> = events
+                        .iter()
+                        .filter(|e| is_relevant(e, status_dir.as_deref()))
+                        .collect();
+                    if relevant.is_empty() {
+                        None
+                    } else if relevant.iter().any(|e| e.need_rescan() || e.paths.is_empty()) {
+                        Some(Change::Everything)
+                    } else {
+                        Some(Change::Paths(
+                            relevant.iter().flat_map(|e| e.paths.iter().cloned()).collect(),
+                        ))
+                    }
+                }
                 Err(errors) => {
                     for e in errors {
-                        tracing::warn!(error = %e, "file watching reported an error; looking at the directory again");
+                        tracing::warn!(error = %e, "file watching reported an error; looking at the whole directory again");
                     }
-                    true
+                    Some(Change::Everything)
                 }
             };
-            if relevant {
-                let _ = changes.send(());
+            if let Some(change) = change {
+                let _ = changes.send(change);
             }
         })
         .map_err(|source| SidecarError::Watch {
@@ -344,10 +359,10 @@ impl Watcher {
 
     /// (Re)sets the watches when the directory now resolves elsewhere (a symlink swap), or
     /// when it appeared after a start without it. Cheap when nothing moved.
-    fn rewatch_if_moved(&mut self) -> Result<(), SidecarError> {
+    fn rewatch_if_moved(&mut self) -> Result<bool, SidecarError> {
         let resolved = std::fs::canonicalize(&self.dir).ok();
         if resolved == self.resolved && (resolved.is_some() || !self.parents.is_empty()) {
-            return Ok(());
+            return Ok(false);
         }
         if self.resolved.is_some() {
             let _ = self.debouncer.unwatch(&self.dir);
@@ -383,7 +398,90 @@ impl Watcher {
             }
         }
         self.parents = parents;
-        Ok(())
+        Ok(true)
+    }
+
+    /// The paths outside the directory whose change matters: the directory itself and every
+    /// symlink on the way to it (what the parent watches are for).
+    fn entry_points(&self) -> Vec<PathBuf> {
+        self.dir
+            .ancestors()
+            .filter(|a| {
+                *a == self.dir
+                    || std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink())
+            })
+            .map(Path::to_path_buf)
+            .collect()
+    }
+}
+
+/// The debouncer's timeout and tick for a `--debounce`: an edit is applied about
+/// `debounce` after the last write (the timeout, a tick of rounding, two ticks of quiet).
+fn debounce_timing(debounce: Duration) -> (Duration, Duration) {
+    let wait = (debounce / 2).max(Duration::from_millis(10));
+    let tick = (debounce / 8).max(Duration::from_millis(5));
+    (wait, tick)
+}
+
+/// What the watcher saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// These paths changed.
+    Paths(Vec<PathBuf>),
+    /// Events were lost or the watcher failed: look at everything.
+    Everything,
+}
+
+/// Turns changed paths into what to read again: a few spec files, or everything when a
+/// directory, a symlink or a hidden directory (a ConfigMap's `..data`) is involved. Paths
+/// outside the directory matter only when they are the directory or a symlink on its way.
+fn scope_of(
+    paths: &[PathBuf],
+    dir: &Path,
+    entry_points: &[PathBuf],
+    known: &std::collections::BTreeSet<PathBuf>,
+) -> Option<Scope> {
+    let mut files = std::collections::BTreeSet::new();
+    for p in paths {
+        let Ok(relative) = p.strip_prefix(dir) else {
+            if entry_points.iter().any(|e| e == p) {
+                return Some(Scope::Everything);
+            }
+            continue;
+        };
+        let parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let Some((name, parents)) = parts.split_last() else {
+            return Some(Scope::Everything); // the directory itself
+        };
+        if parents.iter().any(|c| c.starts_with('.')) {
+            return Some(Scope::Everything);
+        }
+        if p.is_dir()
+            || known
+                .iter()
+                .any(|k| k.starts_with(relative) && k != relative)
+        {
+            return Some(Scope::Everything);
+        }
+        if spec::is_spec_file_name(name) {
+            files.insert(relative.to_path_buf());
+        }
+    }
+    (!files.is_empty()).then_some(Scope::Files(files))
+}
+
+/// Merges two looks' worth of scope.
+fn merge(a: Option<Scope>, b: Option<Scope>) -> Option<Scope> {
+    match (a, b) {
+        (Some(Scope::Everything), _) | (_, Some(Scope::Everything)) => Some(Scope::Everything),
+        (Some(Scope::Files(mut x)), Some(Scope::Files(y))) => {
+            x.extend(y);
+            Some(Scope::Files(x))
+        }
+        (x, None) | (None, x) => x,
     }
 }
 
@@ -425,14 +523,14 @@ enum Cause {
 async fn reconcile_loop(
     shared: Arc<Shared>,
     mut watcher: Watcher,
-    mut changes: mpsc::UnboundedReceiver<()>,
+    mut changes: mpsc::UnboundedReceiver<Change>,
     mut leading: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
     let config = &shared.config;
     let mut client: Option<tokio_postgres::Client> = None;
-    let mut seen: Option<[u8; 32]> = None;
-    let mut applied: Option<[u8; 32]> = None;
+    let mut cache = Some(DirCache::new());
+    let mut view_objects: Arc<HashMap<PathBuf, Vec<FileObject>>> = Arc::default();
     let mut logged_errors: Vec<String> = Vec::new();
     let mut resync = tokio::time::interval(config.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -440,6 +538,7 @@ async fn reconcile_loop(
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut retry_backoff = Duration::from_millis(500);
     let mut cause = Cause::Start;
+    let mut scope = Scope::Everything;
     // The first look waits for the first leadership attempt (bounded: the database may be
     // unreachable for the leadership connection and reachable later).
     tokio::select! {
@@ -450,31 +549,58 @@ async fn reconcile_loop(
     loop {
         let is_leader = *leading.borrow_and_update();
         let started = Instant::now();
-        if let Err(e) = watcher.rewatch_if_moved() {
-            tracing::warn!(error = %e, "cannot watch the spec directory; relying on --resync");
+        match watcher.rewatch_if_moved() {
+            Ok(true) => scope = Scope::Everything,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the spec directory; relying on --resync")
+            }
         }
         let dir = config.dir.clone();
-        let snapshot = tokio::task::spawn_blocking(move || spec::snapshot_dir(&dir))
-            .await
-            .expect("reading the spec directory panicked");
-        let changed = seen != Some(snapshot.fingerprint);
-        // An event with the same content (a touch, an editor's backup file) ends here. A
-        // resync, a new leadership or a retry applies anyway: drift, a failed apply.
-        let must_apply =
-            is_leader && (cause != Cause::FilesChanged || applied != Some(snapshot.fingerprint));
-        if changed || must_apply || cause == Cause::Start {
-            seen = Some(snapshot.fingerprint);
-            let dir = config.dir.clone();
-            let (loaded, view) = tokio::task::spawn_blocking(move || {
-                let loaded = spec::load_snapshot(&dir, &snapshot);
-                let view = dir_view(&dir, &loaded);
-                (loaded, view)
-            })
-            .await
-            .expect("loading the spec directory panicked");
-            shared.metrics.spec_files.set(loaded.files.len() as i64);
-            shared.metrics.spec_errors.set(loaded.errors.len() as i64);
-            let errors: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
+        let refresh_scope = scope.clone();
+        let mut taken = cache
+            .take()
+            .expect("the cache is put back after every look");
+        let (taken, refreshed) = tokio::task::spawn_blocking(move || {
+            let refreshed = taken.refresh(&dir, &refresh_scope);
+            (taken, refreshed)
+        })
+        .await
+        .expect("reading the spec directory panicked");
+        cache = Some(taken);
+        let spec_cache = cache.as_mut().expect("just put back");
+        let read_took = started.elapsed();
+        // Same content (a touch, an editor's swap file) ends here. A resync, a new leadership
+        // or a retry applies anyway: drift, a failed apply.
+        let dirty = !spec_cache.dirty().is_empty();
+        let must_apply = is_leader && (cause != Cause::FilesChanged || dirty);
+        if refreshed.changed || must_apply || cause == Cause::Start {
+            for file in &refreshed.files {
+                let objects: Vec<FileObject> = spec_cache
+                    .objects_in(&std::iter::once(file.clone()).collect())
+                    .into_iter()
+                    .map(|o| {
+                        let desired = DesiredObject::from_object(o);
+                        FileObject {
+                            kind: o.kind,
+                            name: desired.name,
+                            spec_hash: desired.spec_hash,
+                        }
+                    })
+                    .collect();
+                // Copied only while the status writer still holds the previous view.
+                let shared_objects = Arc::make_mut(&mut view_objects);
+                if objects.is_empty() {
+                    shared_objects.remove(file);
+                } else {
+                    shared_objects.insert(file.clone(), objects);
+                }
+            }
+            let spec_errors = spec_cache.errors(&config.dir);
+            let view = dir_view(&config.dir, spec_cache.files(), &view_objects, &spec_errors);
+            shared.metrics.spec_files.set(view.files.len() as i64);
+            shared.metrics.spec_errors.set(spec_errors.len() as i64);
+            let errors: Vec<String> = spec_errors.iter().map(|e| e.to_string()).collect();
             if errors != logged_errors {
                 for e in &errors {
                     tracing::warn!("{e}");
@@ -491,15 +617,32 @@ async fn reconcile_loop(
                 logged_errors = errors;
             }
             *shared.view.lock().expect("view lock") = Some(Arc::new(view));
-            let last = if !loaded.is_valid() {
+            let load_took = started.elapsed() - read_took;
+            let last = if !spec_errors.is_empty() {
                 shared.metrics.reconciled("invalid", started.elapsed());
                 LastReconcile::Invalid
-            } else if is_leader {
-                let fingerprint = seen.expect("set above");
-                let last = apply(&shared, &mut client, &loaded, started).await;
+            } else if must_apply || (is_leader && cause == Cause::Start) {
+                // A few changed files: compare and write only their objects. Anything else
+                // (start, resync, leadership, retry, a directory swap): everything.
+                let partial = match (&scope, cause) {
+                    (Scope::Files(_), Cause::FilesChanged) => Some(reconcile::Partial {
+                        names: spec_cache
+                            .dirty()
+                            .keys
+                            .iter()
+                            .map(|(_, n)| n.clone())
+                            .collect(),
+                    }),
+                    _ => None,
+                };
+                let objects = match &partial {
+                    Some(_) => spec_cache.objects_in(&spec_cache.dirty().files),
+                    None => spec_cache.objects(),
+                };
+                let last = apply(&shared, &mut client, &objects, partial.as_ref(), started).await;
                 match &last {
                     LastReconcile::Applied => {
-                        applied = Some(fingerprint);
+                        spec_cache.clear_dirty();
                         retry_at = None;
                         retry_backoff = Duration::from_millis(500);
                     }
@@ -513,41 +656,71 @@ async fn reconcile_loop(
             } else {
                 LastReconcile::Pending
             };
+            tracing::debug!(
+                ?cause,
+                scope = match &scope { Scope::Everything => "everything".to_string(), Scope::Files(f) => format!("{} files", f.len()) },
+                read = ?read_took,
+                parse = ?load_took,
+                apply = ?(started.elapsed() - read_took - load_took),
+                "looked at the spec directory"
+            );
             *shared.last.lock().expect("last lock") = last;
             shared.health.reconciled.store(true, Ordering::Relaxed);
             shared.status_wake.notify_one();
         }
 
         // Wait for the next cause.
-        let retry = async {
-            match retry_at {
+        let retry_when = retry_at;
+        let retry = async move {
+            match retry_when {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
-        cause = tokio::select! {
-            _ = stop.cancelled() => break,
-            Some(()) = changes.recv() => Cause::FilesChanged,
-            _ = resync.tick() => Cause::Resync,
-            Ok(()) = leading.changed() => {
-                if *leading.borrow() { Cause::BecameLeader } else { continue }
-            }
-            _ = retry => { retry_at = None; Cause::Retry }
+        tokio::pin!(retry);
+        let entry_points = watcher.entry_points();
+        let known: std::collections::BTreeSet<PathBuf> = cache
+            .as_ref()
+            .map(|c| c.files().into_iter().collect())
+            .unwrap_or_default();
+        let to_scope = |change: Change| match change {
+            Change::Everything => Some(Scope::Everything),
+            Change::Paths(paths) => scope_of(&paths, &config.dir, &entry_points, &known),
+        };
+        let mut next: Option<Scope> = None;
+        cause = loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                Some(change) = changes.recv() => {
+                    next = merge(next, to_scope(change));
+                    if next.is_some() { break Cause::FilesChanged }
+                }
+                _ = resync.tick() => break Cause::Resync,
+                Ok(()) = leading.changed() => {
+                    if *leading.borrow() { break Cause::BecameLeader }
+                }
+                _ = &mut retry => { retry_at = None; break Cause::Retry }
+            };
         };
         if cause == Cause::FilesChanged {
             // Wait out the burst (a checkout writes many files), up to a few seconds.
-            let quiet = (config.debounce / 2).max(Duration::from_millis(10));
+            let quiet = debounce_timing(config.debounce).1 * 2;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    Some(()) = changes.recv() => {
+                    Some(change) = changes.recv() => {
+                        next = merge(next, to_scope(change));
                         if tokio::time::Instant::now() >= deadline { break }
                     }
                     _ = tokio::time::sleep(quiet) => break,
                 }
             }
         }
+        scope = match cause {
+            Cause::FilesChanged => next.unwrap_or(Scope::Everything),
+            _ => Scope::Everything,
+        };
     }
 }
 
@@ -555,7 +728,8 @@ async fn reconcile_loop(
 async fn apply(
     shared: &Shared,
     client: &mut Option<tokio_postgres::Client>,
-    loaded: &Loaded,
+    objects: &[&spec::Object],
+    partial: Option<&reconcile::Partial>,
     started: Instant,
 ) -> LastReconcile {
     let config = &shared.config;
@@ -572,7 +746,7 @@ async fn apply(
     }
     let c = client.as_mut().expect("connected above");
     let outcome =
-        reconcile::apply_objects(c, &config.dir, &loaded.objects, config.allow_empty).await;
+        reconcile::apply_in_scope(c, &config.dir, objects, partial, config.allow_empty).await;
     let took = started.elapsed();
     match outcome {
         Err(e) => {
@@ -639,30 +813,23 @@ fn relative_to(dir: &Path, file: &Path) -> PathBuf {
 }
 
 /// What the status files need from a look at the directory.
-fn dir_view(dir: &Path, loaded: &Loaded) -> DirView {
+fn dir_view(
+    dir: &Path,
+    files: Vec<PathBuf>,
+    objects: &Arc<HashMap<PathBuf, Vec<FileObject>>>,
+    errors: &[SpecError],
+) -> DirView {
     let mut view = DirView {
-        files: loaded.files.clone(),
+        objects: objects.clone(),
         ..Default::default()
     };
-    for object in &loaded.objects {
-        let desired = DesiredObject::from_object(object);
-        view.objects
-            .entry(object.source.file.clone())
-            .or_default()
-            .push(FileObject {
-                kind: object.kind,
-                name: desired.name,
-                spec_hash: desired.spec_hash,
-            });
-    }
-    let errors_of = |e: &SpecError| relative_to(dir, &e.file);
-    for e in &loaded.errors {
-        let file = errors_of(e);
-        if loaded.files.contains(&file) {
+    for e in errors {
+        let file = relative_to(dir, &e.file);
+        if files.contains(&file) {
             view.errors.entry(file).or_default().push(e.to_string());
         } else {
             // The directory itself could not be read: every file is affected.
-            for f in &loaded.files {
+            for f in &files {
                 view.errors
                     .entry(f.clone())
                     .or_default()
@@ -670,6 +837,7 @@ fn dir_view(dir: &Path, loaded: &Loaded) -> DirView {
             }
         }
     }
+    view.files = files;
     view
 }
 
@@ -768,6 +936,52 @@ mod tests {
             notify::Event::new(kind).add_path(PathBuf::from(path)),
             std::time::Instant::now(),
         )
+    }
+
+    #[test]
+    fn changed_paths_become_a_few_files_or_everything() {
+        let dir = Path::new("/nonexistent/specs");
+        let entry = vec![dir.to_path_buf(), PathBuf::from("/nonexistent/link")];
+        let known: std::collections::BTreeSet<PathBuf> =
+            [PathBuf::from("a.yaml"), PathBuf::from("jobs/b.yaml")].into();
+        let scope = |paths: &[&str]| {
+            let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+            scope_of(&paths, dir, &entry, &known)
+        };
+        let files = |names: &[&str]| Some(Scope::Files(names.iter().map(PathBuf::from).collect()));
+        assert_eq!(scope(&["/nonexistent/specs/a.yaml"]), files(&["a.yaml"]));
+        assert_eq!(
+            scope(&[
+                "/nonexistent/specs/.a.yaml.swp",
+                "/nonexistent/specs/a.yaml",
+                "/nonexistent/specs/new/c.yml"
+            ]),
+            files(&["a.yaml", "new/c.yml"])
+        );
+        // Editors' and our own temporary files alone change nothing.
+        assert_eq!(
+            scope(&["/nonexistent/specs/.a.yaml.swp", "/nonexistent/specs/4913"]),
+            None
+        );
+        // A known directory moved or removed, a ConfigMap's hidden data directory, the
+        // directory itself, or a symlink on its way: everything.
+        assert_eq!(scope(&["/nonexistent/specs/jobs"]), Some(Scope::Everything));
+        assert_eq!(
+            scope(&["/nonexistent/specs/..2026_v2/a.yaml"]),
+            Some(Scope::Everything)
+        );
+        assert_eq!(scope(&["/nonexistent/specs"]), Some(Scope::Everything));
+        assert_eq!(scope(&["/nonexistent/link"]), Some(Scope::Everything));
+        // Anything else beside the directory is none of our business.
+        assert_eq!(scope(&["/nonexistent/other.txt"]), None);
+        assert_eq!(
+            merge(files(&["a.yaml"]), files(&["b.yaml"])),
+            files(&["a.yaml", "b.yaml"])
+        );
+        assert_eq!(
+            merge(files(&["a.yaml"]), Some(Scope::Everything)),
+            Some(Scope::Everything)
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use crate::plan::{make_plan, Action, DesiredObject, Plan};
 use crate::spec::{load_dir, Object, SpecError};
 use crate::store::checks::{check_objects, CheckReport};
-use crate::store::objects::{apply_changes, lock_reconcile, read_actual};
+use crate::store::objects::{
+    apply_changes, count_managed, lock_reconcile, read_actual, read_actual_named,
+};
 use crate::store::{migrations::migrate, Context, StoreError};
 use std::collections::HashSet;
 use std::path::Path;
@@ -43,17 +45,55 @@ pub enum Outcome {
     Applied(PlanReport),
 }
 
-fn desired_of(objects: &[Object]) -> Vec<DesiredObject> {
-    objects.iter().map(DesiredObject::from_object).collect()
+fn desired_of(objects: &[&Object]) -> Vec<DesiredObject> {
+    objects
+        .iter()
+        .map(|o| DesiredObject::from_object(o))
+        .collect()
+}
+
+/// Limits a reconcile to the objects of some files: the names they declared before and
+/// declare now. Objects outside it are neither compared nor changed (the periodic full
+/// reconcile repairs their drift).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub names: Vec<String>,
+}
+
+async fn read_scope(
+    client: &impl tokio_postgres::GenericClient,
+    partial: Option<&Partial>,
+) -> Result<(Vec<crate::plan::ActualObject>, Option<usize>), StoreError> {
+    match partial {
+        None => Ok((read_actual(client).await?, None)),
+        Some(p) => Ok((
+            read_actual_named(client, &p.names).await?,
+            Some(count_managed(client).await?),
+        )),
+    }
+}
+
+/// The plan over the scope; a partial plan counts every managed object for the wipe-out guard.
+fn plan_in_scope(
+    objects: &[&Object],
+    actual: &[crate::plan::ActualObject],
+    managed: Option<usize>,
+) -> Plan {
+    let mut plan = make_plan(&desired_of(objects), actual);
+    if let Some(managed) = managed {
+        plan.managed_before = managed;
+    }
+    plan
 }
 
 async fn checked_plan(
     client: &Client,
     dir: &Path,
-    objects: &[Object],
+    objects: &[&Object],
+    partial: Option<&Partial>,
 ) -> Result<PlanReport, ReconcileError> {
-    let actual = read_actual(client).await?;
-    let plan = make_plan(&desired_of(objects), &actual);
+    let (actual, managed) = read_scope(client, partial).await?;
+    let plan = plan_in_scope(objects, &actual, managed);
     let changed: HashSet<(crate::spec::Kind, &str)> = plan
         .changes
         .iter()
@@ -63,6 +103,7 @@ async fn checked_plan(
     let to_check: Vec<&Object> = objects
         .iter()
         .filter(|o| changed.contains(&(o.kind, o.name())))
+        .copied()
         .collect();
     let checks = check_objects(client, &to_check, dir).await?;
     Ok(PlanReport { plan, checks })
@@ -76,8 +117,9 @@ pub async fn plan(client: &mut Client, dir: &Path) -> Result<Outcome, ReconcileE
         return Ok(Outcome::Invalid(loaded.errors));
     }
     migrate(client).await?;
+    let objects: Vec<&Object> = loaded.objects.iter().collect();
     Ok(Outcome::Planned(
-        checked_plan(client, dir, &loaded.objects).await?,
+        checked_plan(client, dir, &objects, None).await?,
     ))
 }
 
@@ -96,16 +138,30 @@ pub async fn apply(
     apply_objects(client, dir, &loaded.objects, allow_empty).await
 }
 
-/// Applies an already loaded, valid set of objects (the sidecar keeps the last good set).
+/// Applies an already loaded, valid set of objects.
 pub async fn apply_objects(
     client: &mut Client,
     dir: &Path,
     objects: &[Object],
     allow_empty: bool,
 ) -> Result<Outcome, ReconcileError> {
+    let objects: Vec<&Object> = objects.iter().collect();
+    apply_in_scope(client, dir, &objects, None, allow_empty).await
+}
+
+/// Applies valid objects: all of them (`partial` None), or those of a few changed files
+/// (`objects` being the objects the files declare now, `partial` every name they declared
+/// before or declare now), which costs a few rows instead of reading every object.
+pub async fn apply_in_scope(
+    client: &mut Client,
+    dir: &Path,
+    objects: &[&Object],
+    partial: Option<&Partial>,
+    allow_empty: bool,
+) -> Result<Outcome, ReconcileError> {
     migrate(client).await?;
     // Checks run before the transaction: a failed PREPARE inside it would abort it.
-    let report = checked_plan(client, dir, objects).await?;
+    let report = checked_plan(client, dir, objects, partial).await?;
     if report.has_errors() {
         return Ok(Outcome::Planned(report));
     }
@@ -115,8 +171,8 @@ pub async fn apply_objects(
     let tx = client.transaction().await.context("starting the apply")?;
     lock_reconcile(&tx).await?;
     // Compare again under the lock: another apply may have written in between.
-    let actual = read_actual(&tx).await?;
-    let plan = make_plan(&desired_of(objects), &actual);
+    let (actual, managed) = read_scope(&tx, partial).await?;
+    let plan = plan_in_scope(objects, &actual, managed);
     let report = PlanReport {
         plan,
         checks: report.checks,

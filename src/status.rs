@@ -31,8 +31,9 @@ pub struct FileObject {
 pub struct DirView {
     /// Every spec file, relative to the spec directory.
     pub files: Vec<PathBuf>,
-    /// The objects each file declares (those that parsed).
-    pub objects: HashMap<PathBuf, Vec<FileObject>>,
+    /// The objects each file declares (those that parsed); shared, as it is large and most
+    /// looks change one entry of it.
+    pub objects: std::sync::Arc<HashMap<PathBuf, Vec<FileObject>>>,
     /// Errors by file, each already written as `file:line:col: path: message`.
     pub errors: HashMap<PathBuf, Vec<String>>,
 }
@@ -379,6 +380,9 @@ pub struct StatusWriter {
     beside_specs: bool,
     /// Status files (relative) written in this process, so those of removed spec files can go.
     written: HashSet<PathBuf>,
+    /// A hash of what each status file was last written with: most rounds change nothing,
+    /// and with thousands of files, reading each back to compare would be the main cost.
+    last_text: HashMap<PathBuf, u64>,
     transitions: Transitions,
     seeded: bool,
     /// The last failure reported, so a read-only directory is one log line, not one per round.
@@ -391,6 +395,7 @@ impl StatusWriter {
             root: status_dir.unwrap_or(spec_dir).to_path_buf(),
             beside_specs: status_dir.is_none(),
             written: HashSet::new(),
+            last_text: HashMap::new(),
             transitions: Transitions::new(),
             seeded: false,
             reported: None,
@@ -457,9 +462,25 @@ impl StatusWriter {
             let relative = status_path_of(spec);
             let text = render(entries);
             current.insert(relative.clone());
+            let hash = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                text.hash(&mut h);
+                h.finish()
+            };
+            if self.last_text.get(&relative) == Some(&hash) {
+                report.unchanged += 1;
+                continue;
+            }
             match write_if_changed(&self.root.join(&relative), &text) {
-                Ok(true) => report.written += 1,
-                Ok(false) => report.unchanged += 1,
+                Ok(true) => {
+                    report.written += 1;
+                    self.last_text.insert(relative.clone(), hash);
+                }
+                Ok(false) => {
+                    report.unchanged += 1;
+                    self.last_text.insert(relative.clone(), hash);
+                }
                 Err(e) => {
                     if report.error.is_none() {
                         report.error = Some(self.explain(&relative, &e));
@@ -478,6 +499,7 @@ impl StatusWriter {
                 report.removed += 1;
             }
             self.transitions.retain(|(f, _, _), _| *f != relative);
+            self.last_text.remove(&relative);
             self.written.remove(&relative);
         }
         // Drop transitions of objects no longer listed anywhere.
@@ -569,7 +591,7 @@ mod tests {
             files: vec![PathBuf::from(file)],
             ..Default::default()
         };
-        v.objects.insert(
+        std::sync::Arc::make_mut(&mut v.objects).insert(
             file.into(),
             objects
                 .iter()
@@ -652,7 +674,7 @@ mod tests {
     #[test]
     fn a_broken_file_lists_its_last_good_objects_as_not_ready() {
         let mut v = view("a.yaml", &[]);
-        v.objects.clear();
+        std::sync::Arc::make_mut(&mut v.objects).clear();
         v.errors.insert(
             "a.yaml".into(),
             vec!["a.yaml:4:3: spec.schedule: not a cron expression".into()],

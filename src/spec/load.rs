@@ -195,14 +195,14 @@ pub fn load_texts(dir: &Path, texts: &[(PathBuf, String)]) -> Loaded {
 
 /// The objects of some files, each with the file name shown in messages, and their errors.
 #[derive(Default)]
-struct Parsed {
-    objects: Vec<(Object, PathBuf)>,
-    errors: Vec<SpecError>,
+pub(crate) struct Parsed {
+    pub(crate) objects: Vec<(Object, PathBuf)>,
+    pub(crate) errors: Vec<SpecError>,
 }
 
 impl Parsed {
     /// Parses one file's documents into objects.
-    fn file(&mut self, relative: &Path, shown: &Path, text: &str) {
+    pub(crate) fn file(&mut self, relative: &Path, shown: &Path, text: &str) {
         match parse_documents(text) {
             Err(e) => self
                 .errors
@@ -295,7 +295,7 @@ pub(crate) fn parallel_chunks<T: Sync, R: Send>(
 
 /// Reading order: by file, then line. The sort is stable, so errors without a line keep
 /// the order they were found in.
-fn sort_errors(errors: &mut [SpecError]) {
+pub(crate) fn sort_errors(errors: &mut [SpecError]) {
     errors.sort_by(|a, b| a.file.cmp(&b.file).then(a.line().cmp(&b.line())));
 }
 

@@ -5,6 +5,7 @@
 //! ([`validate`]). Every error carries the file, line, column and field path. Nothing here
 //! touches the database or writes a file.
 
+pub mod cache;
 pub mod document;
 pub mod error;
 pub mod load;

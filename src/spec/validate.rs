@@ -28,12 +28,23 @@ pub const MAX_BATCH_SIZE: u32 = 100_000;
 
 /// Checks each object on its own and all of them together.
 pub fn validate_all(items: &[Located<'_>]) -> Vec<SpecError> {
-    let mut errors = Vec::new();
-    let connections: Vec<&str> = items
-        .iter()
-        .filter(|i| i.object.kind == Kind::Connection)
-        .map(|i| i.object.name())
-        .collect();
+    let connections = connection_names(items.iter().map(|i| i.object));
+    let mut errors = validate_each(items, &connections);
+    errors.extend(validate_together(items));
+    errors
+}
+
+/// The names of the Connections among these objects: what `database:` may refer to.
+pub fn connection_names<'a>(objects: impl Iterator<Item = &'a Object>) -> Vec<&'a str> {
+    objects
+        .filter(|o| o.kind == Kind::Connection)
+        .map(|o| o.name())
+        .collect()
+}
+
+/// The checks of each object on its own, given the Connections it may refer to. Their result
+/// depends on nothing else, so the sidecar keeps it for files that did not change.
+pub fn validate_each(items: &[Located<'_>], connections: &[&str]) -> Vec<SpecError> {
     // Objects are checked independently of each other, so large directories are checked on
     // every core; the order of the errors does not depend on the split.
     let per_chunk = super::load::parallel_chunks(items, |chunk| {
@@ -42,26 +53,36 @@ pub fn validate_all(items: &[Located<'_>]) -> Vec<SpecError> {
             let mut check = Checker {
                 item,
                 errors: &mut errors,
-                connections: &connections,
+                connections,
             };
             check.object();
         }
         errors
     });
-    errors.extend(per_chunk.into_iter().flatten());
+    per_chunk.into_iter().flatten().collect()
+}
+
+/// The checks across objects: unique names.
+pub fn validate_together(items: &[Located<'_>]) -> Vec<SpecError> {
+    let mut errors = Vec::new();
     unique_names(items, &mut errors);
     errors
 }
 
 /// Names are unique per kind. Jobs and chains share one namespace on top of that, because
 /// `pgsched.trigger(name)` and `pgsched runs NAME` take a bare name.
+/// The namespace a name must be unique in.
+pub fn name_namespace(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Job | Kind::Chain => "job-or-chain",
+        other => other.as_str(),
+    }
+}
+
 fn unique_names(items: &[Located<'_>], errors: &mut Vec<SpecError>) {
     let mut seen: HashMap<(&str, &str), &Located<'_>> = HashMap::new();
     for item in items {
-        let namespace = match item.object.kind {
-            Kind::Job | Kind::Chain => "job-or-chain",
-            other => other.as_str(),
-        };
+        let namespace = name_namespace(item.object.kind);
         let name = item.object.name();
         match seen.get(&(namespace, name)) {
             Some(first) => {

@@ -28,8 +28,42 @@ pub async fn read_actual(client: &impl GenericClient) -> Result<Vec<ActualObject
         .query(READ_ACTUAL, &[])
         .await
         .context("reading the objects in the pgsched schema")?;
-    Ok(rows
-        .iter()
+    Ok(actual_of(&rows))
+}
+
+/// The object rows with these names, of any kind: what a reconcile of a few changed files
+/// compares with. PostgreSQL pushes the filter into each branch of the union.
+pub async fn read_actual_named(
+    client: &impl GenericClient,
+    names: &[String],
+) -> Result<Vec<ActualObject>, StoreError> {
+    let rows = client
+        .query(
+            &format!("SELECT * FROM ({READ_ACTUAL}) o WHERE o.name = ANY($1)"),
+            &[&names],
+        )
+        .await
+        .context("reading the objects in the pgsched schema")?;
+    Ok(actual_of(&rows))
+}
+
+/// How many objects pgsched manages: what a partial reconcile's wipe-out guard compares with.
+pub async fn count_managed(client: &impl GenericClient) -> Result<usize, StoreError> {
+    let n: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pgsched.jobs WHERE managed)
+                  + (SELECT count(*) FROM pgsched.timeouts WHERE managed)
+                  + (SELECT count(*) FROM pgsched.connections WHERE managed)",
+            &[],
+        )
+        .await
+        .context("counting the managed objects")?
+        .get(0);
+    Ok(n as usize)
+}
+
+fn actual_of(rows: &[tokio_postgres::Row]) -> Vec<ActualObject> {
+    rows.iter()
         .filter_map(|r| {
             let kind: String = r.get(0);
             Some(ActualObject {
@@ -43,7 +77,7 @@ pub async fn read_actual(client: &impl GenericClient) -> Result<Vec<ActualObject
                 managed: r.get(7),
             })
         })
-        .collect())
+        .collect()
 }
 
 /// Takes the reconcile lock for the rest of the transaction.

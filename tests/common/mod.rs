@@ -262,3 +262,139 @@ impl Specs {
         std::fs::remove_file(self.0.path().join(name)).unwrap();
     }
 }
+
+// ---- `pgsched run` as a child process (tests/sidecar.rs, benches/sidecar.rs) ----
+
+use std::io::{Read, Write};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `pgsched run` child process, killed when dropped.
+pub struct Sidecar {
+    pub child: Child,
+    pub port: u16,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    /// With the tests' quick settings (status every 200 ms, 1 s poll, 3 s grace, 50 ms
+    /// debounce, debug logs) unless `extra` gives its own.
+    pub fn start(dir: &Path, url: &str, extra: &[&str]) -> Sidecar {
+        let mut args: Vec<&str> = vec![
+            "--status-interval",
+            "200ms",
+            "--poll",
+            "1s",
+            "--grace",
+            "3s",
+        ];
+        if !extra.contains(&"--debounce") {
+            args.extend(["--debounce", "50ms"]);
+        }
+        args.extend(extra);
+        Sidecar::start_plain(dir, url, &args, "info,pgsched=debug")
+    }
+
+    /// With pgsched's own defaults but for the port: what a user runs.
+    pub fn start_plain(dir: &Path, url: &str, args: &[&str], log_filter: &str) -> Sidecar {
+        let port = free_port();
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("pgsched.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pgsched"))
+            .arg("--dir")
+            .arg(dir)
+            .args(["--database-url", url, "run"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("PGSCHED_LOG", log_filter)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Sidecar {
+            child,
+            port,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET on the sidecar's HTTP port: (status code, body), or None when nothing answers.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((code, body))
+    }
+
+    pub fn wait_ready(&mut self) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.get("/readyz").is_some_and(|(code, _)| code == 200)
+                || self.child.try_wait().unwrap().is_some()
+        }) && self.child.try_wait().unwrap().is_none();
+        assert!(ok, "never ready; log:\n{}", self.log());
+    }
+
+    /// The value of a metric without labels, from /metrics.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes.
+pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
