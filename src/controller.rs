@@ -667,6 +667,7 @@ async fn reconcile_loop(
             *shared.last.lock().expect("last lock") = last;
             shared.health.reconciled.store(true, Ordering::Relaxed);
             shared.status_wake.notify_one();
+            release_free_memory();
         }
 
         // Wait for the next cause.
@@ -893,6 +894,18 @@ async fn status_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 "status files updated"
             );
         }
+        release_free_memory();
+    }
+}
+
+/// Hands memory freed after a look or a round of status files back to the system. glibc keeps
+/// freed heap in its arenas (one per thread that allocated), so the peak of parsing a
+/// directory on every core would otherwise stay resident for good.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
