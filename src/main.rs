@@ -138,8 +138,16 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGSCHED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    // tokio-postgres logs the server's NOTICEs at info ("schema already exists, skipping" on
+    // every migration check); they are noise unless asked for by name.
+    let mut directives = std::env::var("PGSCHED_LOG").unwrap_or_else(|_| "info".into());
+    if !directives.contains("tokio_postgres") {
+        directives.push_str(",tokio_postgres=warn");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("PGSCHED_LOG={directives:?} is not a log filter ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")
+    });
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -578,3 +578,39 @@ fn a_git_checkout_of_many_files_is_one_reconcile() {
     // Git's own files never made a status file or a spec.
     assert!(!repo.path().join(".git/index.status.yaml").exists());
 }
+
+#[test]
+fn a_read_only_spec_directory_is_reported_once_pointing_to_status_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = Db::new();
+    let specs = Specs::with(&[("a.yaml", &job("a", "  sql: SELECT 1\n"))]);
+    // Read-only for the sidecar: as root (who may write anywhere), run it as `postgres`, the
+    // user the test server runs as, on a directory owned by root.
+    std::fs::set_permissions(specs.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let user = (unsafe { libc::geteuid() } == 0).then(|| {
+        // SAFETY: getpwnam with a NUL-terminated name; the result is read before any other call.
+        let pw = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+        assert!(!pw.is_null(), "as root, the tests need the postgres user");
+        unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+    });
+    let args = ["--status-interval", "100ms"];
+    let mut sidecar = Sidecar::start_as(specs.path(), db.url(), &args, "info", user);
+    sidecar.wait_ready();
+    assert!(db.has_job("a"), "the specs are applied all the same");
+    let said = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("give --status-dir"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || said(&sidecar.log()) >= 1),
+        "{}",
+        sidecar.log()
+    );
+    std::thread::sleep(Duration::from_millis(1000)); // ten more rounds: proving a non-event
+    let log = sidecar.log();
+    assert_eq!(said(&log), 1, "one line, not one per round:\n{log}");
+    assert!(log.contains("read-only"), "{log}");
+    assert!(!specs.path().join("a.status.yaml").exists());
+    std::fs::set_permissions(specs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}

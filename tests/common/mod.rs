@@ -306,11 +306,26 @@ impl Sidecar {
 
     /// With pgsched's own defaults but for the port: what a user runs.
     pub fn start_plain(dir: &Path, url: &str, args: &[&str], log_filter: &str) -> Sidecar {
+        Sidecar::start_as(dir, url, args, log_filter, None)
+    }
+
+    /// Like [`Sidecar::start_plain`], as another user (uid, gid) when given.
+    pub fn start_as(
+        dir: &Path,
+        url: &str,
+        args: &[&str],
+        log_filter: &str,
+        user: Option<(u32, u32)>,
+    ) -> Sidecar {
         let port = free_port();
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("pgsched.log");
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pgsched"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgsched"));
+        if let Some((uid, gid)) = user {
+            command.uid(uid).gid(gid);
+        }
+        let child = command
             .arg("--dir")
             .arg(dir)
             .args(["--database-url", url, "run"])
