@@ -6,74 +6,15 @@
 
 mod common;
 
-use common::Specs;
+use common::{apply_specs, wait_for, Executor, Specs};
 
 use chrono::{DateTime, Utc};
-use pgsched::executor::{run_executor, ExecutorConfig, SystemClock};
-use pgsched::reconcile::{apply, Outcome};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
 use tokio_postgres::Client;
-use tokio_util::sync::CancellationToken;
 
 fn chain(name: &str, body: &str) -> String {
     format!("apiVersion: pgsched/v1\nkind: Chain\nmetadata:\n  name: {name}\nspec:\n{body}")
-}
-
-async fn apply_specs(client: &mut Client, specs: &Specs) {
-    match apply(client, specs.path(), false).await.unwrap() {
-        Outcome::Applied(_) => {}
-        other => panic!("apply failed: {other:?}"),
-    }
-}
-
-/// An executor running in this process until stopped.
-struct Executor {
-    stop: CancellationToken,
-    handle: JoinHandle<()>,
-}
-
-impl Executor {
-    fn start(url: &str) -> Executor {
-        let mut config = ExecutorConfig::new(url);
-        config.worker = "chains/1".to_string();
-        config.poll = Duration::from_millis(500);
-        config.heartbeat = Duration::from_millis(300);
-        config.grace = Duration::from_secs(2);
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let handle = tokio::spawn(async move {
-            run_executor(config, Arc::new(SystemClock), token)
-                .await
-                .unwrap();
-        });
-        Executor { stop, handle }
-    }
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("executor stops")
-            .unwrap();
-    }
-}
-
-/// Polls `query` (returning one i64) until `check` holds or the deadline passes.
-async fn wait_for(client: &Client, query: &str, check: impl Fn(i64) -> bool, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let value: i64 = client.query_one(query, &[]).await.unwrap().get(0);
-        if check(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for `{query}` (last value {value})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[derive(Debug)]
@@ -220,7 +161,7 @@ async fn a_transactional_chain_whose_second_step_fails_leaves_nothing_of_its_fir
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
 
     let id = trigger(&client, "load", "{}").await;
     let run = finished(&client, id, Duration::from_secs(20)).await;
@@ -338,7 +279,7 @@ async fn an_ignored_failure_inside_a_transaction_keeps_the_steps_before_and_afte
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
 
     let id = trigger(&client, "keep", "{}").await;
     let run = finished(&client, id, Duration::from_secs(20)).await;
@@ -402,7 +343,7 @@ async fn a_chain_without_a_transaction_stops_at_the_first_failure() {
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
 
     let id = trigger(&client, "line", "{}").await;
     let run = finished(&client, id, Duration::from_secs(20)).await;
@@ -469,7 +410,7 @@ async fn a_command_step_runs_between_sql_steps_and_every_step_gets_the_parameter
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
 
     let id = trigger(&client, "params", "{\"n\": 7}").await;
     let run = finished(&client, id, Duration::from_secs(20)).await;
@@ -550,7 +491,7 @@ async fn the_chains_timeout_cancels_a_long_step_and_fails_the_chain() {
         ),
     ]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
 
     let started = Instant::now();
     let sql_run = trigger(&client, "slow-sql", "{}").await;
@@ -628,7 +569,7 @@ async fn on_failure_steps_run_after_the_rollback_with_the_failed_step_and_its_er
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
 
     let id = trigger(&client, "guarded", "{}").await;
     let run = finished(&client, id, Duration::from_secs(30)).await;
@@ -755,7 +696,7 @@ async fn a_diamond_graph_runs_b_and_c_at_the_same_time_and_d_after_both() {
         ),
     ]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
 
     let id = trigger(&client, "diamond", "{}").await;
     let run = finished(&client, id, Duration::from_secs(20)).await;
@@ -837,7 +778,7 @@ async fn scheduled_chains_create_runs_of_kind_chain() {
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
     wait_for(
         &client,
         "SELECT count(*) FROM pgsched.runs WHERE job = 'tick' AND kind = 'Chain' AND trigger = 'schedule' AND status = 'succeeded'",
@@ -895,7 +836,7 @@ async fn a_retried_chain_keeps_the_steps_of_each_attempt() {
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
     let id = trigger(&client, "again", "{}").await;
     let run = finished(&client, id, Duration::from_secs(20)).await;
     assert_eq!((run.status.as_str(), run.attempt), ("succeeded", 2));
@@ -966,7 +907,7 @@ async fn a_replaced_chain_stops_its_running_step_runs_no_more_and_no_on_failure(
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let exec = Executor::start(&db.url);
+    let exec = Executor::start(&db.url, "chains/1", |c| c.grace = Duration::from_secs(2));
     let first = trigger(&client, "r", "{}").await;
     wait_for(
         &client,

@@ -4,80 +4,12 @@
 
 mod common;
 
-use common::Specs;
+use common::{apply_specs, job, wait_for, Executor, Specs};
 
-use pgsched::executor::{run_executor, ExecutorConfig, SystemClock};
-use pgsched::reconcile::{apply, Outcome};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
 use tokio_postgres::Client;
-use tokio_util::sync::CancellationToken;
-
-fn job(name: &str, body: &str) -> String {
-    format!("apiVersion: pgsched/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{body}")
-}
-
-async fn apply_specs(client: &mut Client, specs: &Specs) {
-    match apply(client, specs.path(), false).await.unwrap() {
-        Outcome::Applied(_) => {}
-        other => panic!("apply failed: {other:?}"),
-    }
-}
-
-/// An executor running in this process until stopped.
-struct Executor {
-    stop: CancellationToken,
-    handle: JoinHandle<()>,
-}
-
-impl Executor {
-    fn start(url: &str, worker: &str, tweak: impl FnOnce(&mut ExecutorConfig)) -> Executor {
-        let mut config = ExecutorConfig::new(url);
-        config.worker = worker.to_string();
-        config.poll = Duration::from_millis(500);
-        config.heartbeat = Duration::from_millis(300);
-        tweak(&mut config);
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let handle = tokio::spawn(async move {
-            run_executor(config, Arc::new(SystemClock), token)
-                .await
-                .unwrap();
-        });
-        Executor { stop, handle }
-    }
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("executor stops")
-            .unwrap();
-    }
-}
-
-/// Polls `query` (returning one i64) until `check` holds or the deadline passes.
-async fn wait_for(
-    client: &Client,
-    query: &str,
-    check: impl Fn(i64) -> bool,
-    within: Duration,
-) -> i64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let value: i64 = client.query_one(query, &[]).await.unwrap().get(0);
-        if check(value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for `{query}` (last value {value})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn run_row(client: &Client, id: i64) -> (String, i32, Option<String>, Option<String>) {
     let r = client

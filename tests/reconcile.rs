@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Specs;
+use common::{job, Specs};
 
 use pgsched::plan::Action;
 use pgsched::reconcile::{apply, plan, Outcome, PlanReport};
@@ -15,10 +15,6 @@ const DEMO_SCHEMA: &str = include_str!("../examples/demo-schema.sql");
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/specs")
-}
-
-fn job(name: &str, body: &str) -> String {
-    format!("apiVersion: pgsched/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{body}")
 }
 
 fn planned(outcome: Outcome) -> PlanReport {

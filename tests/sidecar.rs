@@ -3,14 +3,10 @@
 
 mod common;
 
-use common::{free_port, fresh_db, wait_until, Sidecar, Specs, TestDb};
+use common::{free_port, fresh_db, job, wait_until, Sidecar, Specs, TestDb};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn job(name: &str, body: &str) -> String {
-    format!("apiVersion: pgsched/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{body}")
-}
 
 /// A blocking view of the test database (the sidecar runs outside this process; these tests
 /// need no async of their own).

@@ -413,3 +413,76 @@ pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---- specs, applies and an in-process executor (tests/executor.rs, tests/chains.rs) ----
+
+use pgsched::executor::{run_executor, ExecutorConfig, SystemClock};
+use pgsched::reconcile::{apply, Outcome};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+/// A Job document with this spec body (indented two spaces).
+pub fn job(name: &str, body: &str) -> String {
+    format!("apiVersion: pgsched/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{body}")
+}
+
+pub async fn apply_specs(client: &mut Client, specs: &Specs) {
+    match apply(client, specs.path(), false).await.unwrap() {
+        Outcome::Applied(_) => {}
+        other => panic!("apply failed: {other:?}"),
+    }
+}
+
+/// An executor running in this process until stopped.
+pub struct Executor {
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Executor {
+    pub fn start(url: &str, worker: &str, tweak: impl FnOnce(&mut ExecutorConfig)) -> Executor {
+        let mut config = ExecutorConfig::new(url);
+        config.worker = worker.to_string();
+        config.poll = Duration::from_millis(500);
+        config.heartbeat = Duration::from_millis(300);
+        tweak(&mut config);
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let handle = tokio::spawn(async move {
+            run_executor(config, Arc::new(SystemClock), token)
+                .await
+                .unwrap();
+        });
+        Executor { stop, handle }
+    }
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("executor stops")
+            .unwrap();
+    }
+}
+
+/// Polls `query` (returning one i64) until `check` holds or the deadline passes.
+pub async fn wait_for(
+    client: &Client,
+    query: &str,
+    check: impl Fn(i64) -> bool,
+    within: Duration,
+) -> i64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let value: i64 = client.query_one(query, &[]).await.unwrap().get(0);
+        if check(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for `{query}` (last value {value})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
