@@ -610,3 +610,136 @@ fn a_read_only_spec_directory_is_reported_once_pointing_to_status_dir() {
     assert!(!specs.path().join("a.status.yaml").exists());
     std::fs::set_permissions(specs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn resync_repairs_a_hand_edit_and_a_database_restart_is_ridden_out() {
+    let mut server = common::TestServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(server.fresh_db());
+    let specs = Specs::with(&[(
+        "a.yaml",
+        &job("a", "  schedule: \"0 3 * * *\"\n  sql: SELECT 1\n"),
+    )]);
+    let mut sidecar = Sidecar::start(specs.path(), &db.url, &["--resync", "1s"]);
+    sidecar.wait_ready();
+    let schedule = |rt: &tokio::runtime::Runtime| -> Option<String> {
+        rt.block_on(async {
+            let c = db.connect().await;
+            c.query_one("SELECT schedule FROM pgsched.jobs WHERE name = 'a'", &[])
+                .await
+                .unwrap()
+                .get(0)
+        })
+    };
+    // Drift: someone edits the managed row by hand; the next resync puts it back.
+    rt.block_on(async {
+        db.connect()
+            .await
+            .batch_execute(
+                "UPDATE pgsched.jobs SET spec = jsonb_set(spec, '{schedule}', '\"0 5 * * *\"') WHERE name = 'a'",
+            )
+            .await
+            .unwrap()
+    });
+    assert_eq!(schedule(&rt).as_deref(), Some("0 5 * * *"));
+    time_until(
+        "a resync repaired the hand edit",
+        || schedule(&rt).as_deref() == Some("0 3 * * *"),
+        || sidecar.log(),
+    );
+
+    // The database goes away: not ready, saying why; back: ready, and edits apply again.
+    server.stop().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || sidecar
+            .get("/readyz")
+            .is_some_and(|(code, _)| code == 503)),
+        "{}",
+        sidecar.log()
+    );
+    assert_eq!(sidecar.get("/healthz").unwrap().0, 200);
+    server.restart().unwrap();
+    sidecar.wait_ready();
+    specs.write(
+        "a.yaml",
+        &job("a", "  schedule: \"0 4 * * *\"\n  sql: SELECT 1\n"),
+    );
+    time_until(
+        "an edit after the restart",
+        || schedule(&rt).as_deref() == Some("0 4 * * *"),
+        || sidecar.log(),
+    );
+}
+
+#[test]
+fn sigterm_also_stops_the_embedded_postgresql() {
+    use std::os::unix::fs::PermissionsExt;
+    // The embedded default lives in .pgsched/ of the working directory; as root its server runs
+    // as postgres, which must be able to reach it.
+    let scratch = common::ScratchDir::new();
+    let work = scratch.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let specs = Specs::with(&[("a.yaml", &job("a", "  sql: SELECT 1\n"))]);
+    let port = free_port();
+    let log = work.join("pgsched.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgsched"))
+        .current_dir(&work)
+        .arg("--dir")
+        .arg(specs.path())
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                write!(s, "GET /readyz HTTP/1.0\r\n\r\n").ok()?;
+                let mut text = String::new();
+                s.read_to_string(&mut text).ok()?;
+                Some(text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"))
+            })
+            .unwrap_or(false)
+    };
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(60), ready), "{}", read_log());
+    let pid_file = work.join(".pgsched/data/postmaster.pid");
+    assert!(pid_file.exists());
+    let postmaster: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not stop: {}", read_log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", read_log());
+    assert!(
+        !pid_file.exists(),
+        "the embedded server is still up: {}",
+        read_log()
+    );
+    // Gone, or a zombie waiting for whoever adopted it to reap it.
+    let state = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).unwrap_or_default();
+    let running = state
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
+    assert!(!running, "postmaster {postmaster} still runs: {state}");
+}
