@@ -87,3 +87,32 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The specs inside the Kubernetes examples' ConfigMaps are specs like any other: they must
+/// stay valid as the format moves on.
+#[test]
+fn the_specs_in_the_kubernetes_examples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for doc in docs.iter().filter(|d| d["kind"] == "ConfigMap") {
+            let texts: Vec<(std::path::PathBuf, String)> = doc["data"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.into(), v.as_str().unwrap().to_string()))
+                .collect();
+            let loaded = pgsched::spec::load_texts(&path, &texts);
+            assert!(loaded.is_valid(), "{}: {:?}", path.display(), loaded.errors);
+            checked += loaded.objects.len();
+        }
+    }
+    assert!(checked >= 1);
+}
