@@ -884,6 +884,7 @@ async fn status_loop(shared: Arc<Shared>, stop: CancellationToken) {
         shared.health.connected.store(true, Ordering::Relaxed);
         shared.metrics.pending_runs.set(pending);
         let last = shared.last.lock().expect("last lock").clone();
+        let started = Instant::now();
         let report = tokio::task::block_in_place(|| {
             writer.update(&view, &tables, &last, chrono::Utc::now())
         });
@@ -891,6 +892,7 @@ async fn status_loop(shared: Arc<Shared>, stop: CancellationToken) {
             tracing::debug!(
                 written = report.written,
                 removed = report.removed,
+                took = ?started.elapsed(),
                 "status files updated"
             );
         }

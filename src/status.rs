@@ -380,9 +380,9 @@ pub struct StatusWriter {
     beside_specs: bool,
     /// Status files (relative) written in this process, so those of removed spec files can go.
     written: HashSet<PathBuf>,
-    /// A hash of what each status file was last written with: most rounds change nothing,
-    /// and with thousands of files, reading each back to compare would be the main cost.
-    last_text: HashMap<PathBuf, u64>,
+    /// What each status file was last written with: most rounds change nothing, and with
+    /// thousands of files, rendering and reading each back to compare would be the main cost.
+    last_entries: HashMap<PathBuf, Vec<StatusEntry>>,
     transitions: Transitions,
     seeded: bool,
     /// The last failure reported, so a read-only directory is one log line, not one per round.
@@ -395,7 +395,7 @@ impl StatusWriter {
             root: status_dir.unwrap_or(spec_dir).to_path_buf(),
             beside_specs: status_dir.is_none(),
             written: HashSet::new(),
-            last_text: HashMap::new(),
+            last_entries: HashMap::new(),
             transitions: Transitions::new(),
             seeded: false,
             reported: None,
@@ -460,26 +460,20 @@ impl StatusWriter {
         let mut current = HashSet::new();
         for (spec, entries) in files {
             let relative = status_path_of(spec);
-            let text = render(entries);
             current.insert(relative.clone());
-            let hash = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                text.hash(&mut h);
-                h.finish()
-            };
-            if self.last_text.get(&relative) == Some(&hash) {
+            if self.last_entries.get(&relative) == Some(entries) {
                 report.unchanged += 1;
                 continue;
             }
+            let text = render(entries);
             match write_if_changed(&self.root.join(&relative), &text) {
                 Ok(true) => {
                     report.written += 1;
-                    self.last_text.insert(relative.clone(), hash);
+                    self.last_entries.insert(relative.clone(), entries.clone());
                 }
                 Ok(false) => {
                     report.unchanged += 1;
-                    self.last_text.insert(relative.clone(), hash);
+                    self.last_entries.insert(relative.clone(), entries.clone());
                 }
                 Err(e) => {
                     if report.error.is_none() {
@@ -499,7 +493,7 @@ impl StatusWriter {
                 report.removed += 1;
             }
             self.transitions.retain(|(f, _, _), _| *f != relative);
-            self.last_text.remove(&relative);
+            self.last_entries.remove(&relative);
             self.written.remove(&relative);
         }
         // Drop transitions of objects no longer listed anywhere.
