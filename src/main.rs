@@ -65,19 +65,19 @@ enum Command {
         #[arg(long, env = "PGSCHED_LISTEN", default_value = "127.0.0.1:9187")]
         listen: String,
         /// Reconcile this often even without file events (lost events, drift repair).
-        #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+        #[arg(long, default_value = "60s", value_parser = parse_interval_arg)]
         resync: std::time::Duration,
         /// Quiet time after the last file event before the directory is read again.
         #[arg(long, default_value = "100ms", value_parser = parse_duration_arg)]
         debounce: std::time::Duration,
         /// How often status files are refreshed from the tables (also after every reconcile).
-        #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+        #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
         status_interval: std::time::Duration,
         /// Fallback poll interval: the longest a lost notification can delay a run.
-        #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+        #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
         poll: std::time::Duration,
         /// Heartbeat interval; a run whose worker misses three beats is recovered.
-        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        #[arg(long, default_value = "2s", value_parser = parse_interval_arg)]
         heartbeat: std::time::Duration,
         /// How long running runs may take to finish on shutdown before they are cancelled.
         #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
@@ -305,6 +305,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     pgsched::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// An interval something runs at: zero would spin.
+fn parse_interval_arg(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration_arg(text)? {
+        d if d.is_zero() => Err("must be longer than 0 (e.g. 500ms, 5s)".into()),
+        d => Ok(d),
+    }
 }
 
 async fn wait_for_signal() {
