@@ -7,11 +7,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use pgsched::executor::{run_executor, ExecutorConfig, SystemClock};
+use pgsched::executor::ExecutorConfig;
 use pgsched::reconcile::{apply, Outcome};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 fn percentiles(label: &str, mut ms: Vec<f64>) {
     ms.sort_by(|a, b| a.total_cmp(b));
@@ -25,17 +23,14 @@ fn percentiles(label: &str, mut ms: Vec<f64>) {
     );
 }
 
-fn start(url: &str, concurrency: usize) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let mut config = ExecutorConfig::new(url);
-    config.concurrency = concurrency;
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let handle = tokio::spawn(async move {
-        run_executor(config, Arc::new(SystemClock), token)
-            .await
-            .unwrap();
-    });
-    (stop, handle)
+/// An executor with pgsched's default settings but for the concurrency.
+fn start(url: &str, concurrency: usize) -> common::Executor {
+    common::Executor::start(url, &pgsched::executor::default_worker_name(), |c| {
+        let defaults = ExecutorConfig::new(url);
+        c.poll = defaults.poll;
+        c.heartbeat = defaults.heartbeat;
+        c.concurrency = concurrency;
+    })
 }
 
 async fn apply_spec(client: &mut tokio_postgres::Client, yaml: &str) {
@@ -64,10 +59,9 @@ fn main() {
             "apiVersion: pgsched/v1\nkind: Job\nmetadata: {name: tick}\nspec:\n  schedule: \"* * * * * *\"\n  builtin: {name: log, message: tick}\n",
         )
         .await;
-        let (stop, handle) = start(&db.url, 8);
+        let exec = start(&db.url, 8);
         tokio::time::sleep(Duration::from_secs(if quick { 10 } else { 60 })).await;
-        stop.cancel();
-        handle.await.unwrap();
+        exec.stop().await;
         let lateness: Vec<f64> = client
             .query(
                 "SELECT extract(epoch FROM started_at - scheduled_at)::float8 * 1000 FROM pgsched.runs
@@ -89,7 +83,7 @@ fn main() {
             "apiVersion: pgsched/v1\nkind: Job\nmetadata: {name: ping}\nspec:\n  concurrencyPolicy: Allow\n  builtin: {name: log, message: ping}\n",
         )
         .await;
-        let (stop, handle) = start(&db.url, 8);
+        let exec = start(&db.url, 8);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut latency = Vec::new();
         for _ in 0..200 {
@@ -112,8 +106,7 @@ fn main() {
             latency.push((started - committed).num_microseconds().unwrap() as f64 / 1000.0);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stop.cancel();
-        handle.await.unwrap();
+        exec.stop().await;
         percentiles("(b) trigger to start", latency);
 
         // (c) drain 20,000 queued no-op runs.
@@ -131,7 +124,7 @@ fn main() {
             .await
             .unwrap();
         let started = Instant::now();
-        let (stop, handle) = start(&db.url, 64);
+        let exec = start(&db.url, 64);
         loop {
             let left: i64 = client
                 .query_one("SELECT count(*) FROM pgsched.runs WHERE status IN ('pending', 'running')", &[])
@@ -144,8 +137,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let elapsed = started.elapsed();
-        stop.cancel();
-        handle.await.unwrap();
+        exec.stop().await;
         println!(
             "(c) drain 20,000 no-op runs                  {:>8.2} s   {:>8.0} runs/s",
             elapsed.as_secs_f64(),

@@ -367,14 +367,7 @@ fn print_status(objects: &[store::report::ObjectStatus]) {
 }
 
 fn print_runs(runs: &[store::report::RunRecord]) {
-    let first_line = |text: &str, max: usize| -> String {
-        text.lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(max)
-            .collect()
-    };
+    use pgsched::status::first_line;
     println!(
         "{:>8} {:<10} {:>7} {:<9} {:<20} {:<20} {:>9} {:<18} ERROR",
         "ID", "STATUS", "ATTEMPT", "TRIGGER", "DUE (UTC)", "STARTED (UTC)", "MS", "WORKER"

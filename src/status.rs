@@ -334,7 +334,8 @@ fn entry(kind: String, name: String, row: Option<&ObjectStatus>, ready: Conditio
     }
 }
 
-fn first_line(text: &str, max: usize) -> String {
+/// The first line of `text`, at most `max` characters: errors in one-line places.
+pub fn first_line(text: &str, max: usize) -> String {
     text.lines()
         .next()
         .unwrap_or("")
