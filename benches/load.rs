@@ -12,7 +12,15 @@ use std::time::{Duration, Instant};
 
 const FILES: usize = 1_000;
 const PER_FILE: usize = 10;
-const REPEAT: usize = 15;
+/// Rounds per measurement (1 in a smoke run under `cargo test`).
+fn repeat() -> usize {
+    // `cargo bench` passes --bench; under `cargo test --all-targets` this is a smoke run.
+    if std::env::args().any(|a| a == "--bench") {
+        15
+    } else {
+        1
+    }
+}
 
 fn generate(dir: &Path) {
     for file in 0..FILES {
@@ -73,7 +81,7 @@ fn main() {
         .collect();
 
     let mut parse = Vec::new();
-    for _ in 0..REPEAT {
+    for _ in 0..repeat() {
         let t = Instant::now();
         for (_, text) in &texts {
             let docs = pgsched::spec::yaml::parse_documents(text).unwrap();
@@ -85,7 +93,7 @@ fn main() {
 
     let mut load = Vec::new();
     let mut cpu = Vec::new();
-    for _ in 0..REPEAT {
+    for _ in 0..repeat() {
         let (t, c) = (Instant::now(), cpu_time());
         let loaded = pgsched::spec::load_dir(dir.path());
         load.push(t.elapsed());

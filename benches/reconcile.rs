@@ -12,7 +12,14 @@ use std::time::{Duration, Instant};
 
 const SPECS: usize = 10_000;
 const PER_FILE: usize = 10;
-const REPEAT: usize = 7;
+/// Rounds per measurement (1 in a smoke run under `cargo test`).
+fn repeat() -> usize {
+    if common::full_bench() {
+        7
+    } else {
+        1
+    }
+}
 
 fn generate(dir: &Path) {
     for file in 0..SPECS / PER_FILE {
@@ -68,7 +75,7 @@ fn main() {
         );
 
         let mut load = Vec::new();
-        for _ in 0..REPEAT {
+        for _ in 0..repeat() {
             let t = Instant::now();
             let loaded = pgsched::spec::load_dir(dir.path());
             load.push(t.elapsed());
@@ -94,7 +101,7 @@ fn main() {
 
         let mut plans = Vec::new();
         let mut applies = Vec::new();
-        for _ in 0..REPEAT {
+        for _ in 0..repeat() {
             let t = Instant::now();
             match plan(&mut client, dir.path()).await.unwrap() {
                 Outcome::Planned(r) => assert!(r.plan.is_empty()),

@@ -44,14 +44,22 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 
 fn main() {
     let quick = std::env::var_os("PGSCHED_BENCH_QUICK").is_some();
+    // Under `cargo test --all-targets` (make test): a small smoke run.
+    let smoke = !common::full_bench();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
 
     // (a) edit → table latency with 10,000 specs.
-    let specs = 10_000;
-    let edits = if quick { 15 } else { 50 };
+    let specs = if smoke { 500 } else { 10_000 };
+    let edits = if smoke {
+        3
+    } else if quick {
+        15
+    } else {
+        50
+    };
     let (db, client) = runtime.block_on(async {
         let db = common::fresh_db().await;
         let client = db.connect().await;
@@ -137,13 +145,19 @@ fn main() {
     drop(sidecar);
 
     // (b) idle memory with 1,000 jobs.
-    let jobs = 1_000;
+    let jobs = if smoke { 100 } else { 1_000 };
     let db = runtime.block_on(common::fresh_db());
     let dir = tempfile::tempdir().unwrap();
     generate(dir.path(), jobs);
     let mut sidecar = Sidecar::start_plain(dir.path(), &db.url, &[], "info");
     sidecar.wait_ready();
-    let idle = Duration::from_secs(if quick { 5 } else { 20 });
+    let idle = Duration::from_secs(if smoke {
+        1
+    } else if quick {
+        5
+    } else {
+        20
+    });
     std::thread::sleep(idle); // the point: nothing happens for a while
     let pid = sidecar.child.id();
     println!(

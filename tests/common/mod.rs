@@ -486,3 +486,19 @@ pub async fn wait_for(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// True when a benchmark runs under `cargo bench` (which passes `--bench`); under
+/// `cargo test --all-targets` (`make test`) it is a smoke run: smaller and shorter, proving the
+/// benchmark still works without spending minutes of CI on figures nobody reads there.
+pub fn full_bench() -> bool {
+    let full = std::env::args().any(|a| a == "--bench");
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if !full {
+        SAID.call_once(|| {
+            println!(
+                "(smoke run under cargo test: smaller and shorter; `make bench` for the figures)"
+            )
+        });
+    }
+    full
+}
