@@ -175,7 +175,17 @@ pub async fn run_sidecar(
     // The executor returns after shutdown (and its grace); stop the rest.
     shutdown.cancel();
     loops_stop.cancel();
-    while background.join_next().await.is_some() {}
+    // The loops stop between steps; one stuck on a database that does not answer is not
+    // waited for long.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+        while background.join_next().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!("a reconcile or status round did not finish within 5 s; stopping it");
+        background.abort_all();
+        while background.join_next().await.is_some() {}
+    }
     match timeout_loop.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "the timeout loop stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "the timeout loop panicked"),
@@ -246,7 +256,13 @@ async fn lead(shared: Arc<Shared>, leading: watch::Sender<bool>, stop: Cancellat
                 leader::try_lead(c).await
             }
         };
-        let now_held = match step.await {
+        // A database that stops answering must not leave us believing we lead.
+        let step = tokio::time::timeout(Duration::from_secs(5), step);
+        let now_held = match step.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the leadership check got no answer within 5 s".into(),
+            ))
+        }) {
             Ok(h) => h,
             Err(e) => {
                 if held {

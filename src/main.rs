@@ -270,7 +270,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
-                Output::Text => print_status(&objects),
+                Output::Text => {
+                    print_status(&objects);
+                    if name.is_none() {
+                        match store::leader::current_leader(&client).await? {
+                            Some(who) => println!("\nreconciling: {who}"),
+                            None => println!("\nreconciling: no `pgsched run` holds the leadership"),
+                        }
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }),

@@ -342,6 +342,13 @@ fn one_of_two_replicas_leads_and_a_killed_leader_hands_over() {
     let name = db.leader().expect("pg_locks shows the leadership lock");
     assert!(name.starts_with("pgsched leader "), "{name}");
     assert!(name.ends_with(&format!("/{}", leader.child.id())), "{name}");
+    // `pgsched status` says who reconciles.
+    let status = Command::new(env!("CARGO_BIN_EXE_pgsched"))
+        .args(["--database-url", db.url(), "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!("reconciling: {name}")), "{text}");
 
     leader.signal(libc::SIGKILL);
     leader.wait_exit(Duration::from_secs(5));
