@@ -98,6 +98,25 @@ struct Shared {
     last: Mutex<LastReconcile>,
     /// Wakes the status writer after a reconcile.
     status_wake: Notify,
+    /// Wakes the status writer (not more often than its rounds allow) when a run of this
+    /// process finished, so a status file shows it without waiting for `status_interval`.
+    runs_finished: Arc<Notify>,
+}
+
+/// The executor's observer in the sidecar: metrics, and a nudge for the status files.
+struct SidecarObserver {
+    metrics: Arc<Metrics>,
+    runs_finished: Arc<Notify>,
+}
+
+impl executor::RunObserver for SidecarObserver {
+    fn started(&self, job: &str, lateness: Duration) {
+        self.metrics.started(job, lateness);
+    }
+    fn finished(&self, job: &str, outcome: &str, took: Duration) {
+        self.metrics.finished(job, outcome, took);
+        self.runs_finished.notify_one();
+    }
 }
 
 /// Runs the sidecar until `shutdown` is cancelled. `listener`, when given, serves /healthz,
@@ -112,7 +131,11 @@ pub async fn run_sidecar(
     config.dir = std::path::absolute(&config.dir).unwrap_or(config.dir.clone());
     let timeout_metrics = Arc::new(timeout::TimeoutMetrics::default());
     let metrics = Arc::new(Metrics::new(timeout_metrics.clone()));
-    config.executor.observer = executor::Observer(Some(metrics.clone()));
+    let runs_finished = Arc::new(Notify::new());
+    config.executor.observer = executor::Observer(Some(Arc::new(SidecarObserver {
+        metrics: metrics.clone(),
+        runs_finished: runs_finished.clone(),
+    })));
     let health = Arc::new(Health::default());
     if !config.reconcile {
         health.reconciled.store(true, Ordering::Relaxed);
@@ -140,6 +163,7 @@ pub async fn run_sidecar(
         view: Mutex::new(None),
         last: Mutex::new(LastReconcile::Pending),
         status_wake: Notify::new(),
+        runs_finished,
     });
 
     let loops_stop = CancellationToken::new();
@@ -864,12 +888,26 @@ async fn status_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let config = &shared.config;
     let mut writer = StatusWriter::new(&config.dir, config.status_dir.as_deref());
     let mut client: Option<tokio_postgres::Client> = None;
+    // Rounds woken by finished runs keep this much time between them: at least a second, and
+    // ten times what the last round took, so a busy executor costs status files at most a
+    // tenth of the time, however many objects there are.
+    let mut last_round = Duration::ZERO;
+    let mut last_end = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = shared.status_wake.notified() => {}
+            _ = shared.runs_finished.notified() => {
+                let gap = (last_round * 10).max(Duration::from_secs(1));
+                let wait = gap.saturating_sub(last_end.elapsed());
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
             _ = tokio::time::sleep(config.status_interval) => {}
         }
+        let round_started = Instant::now();
         let view = shared.view.lock().expect("view lock").clone();
         let Some(view) = view else { continue };
         if client.as_ref().is_none_or(|c| c.is_closed()) {
@@ -913,6 +951,8 @@ async fn status_loop(shared: Arc<Shared>, stop: CancellationToken) {
             );
         }
         release_free_memory();
+        last_round = round_started.elapsed();
+        last_end = Instant::now();
     }
 }
 

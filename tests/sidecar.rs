@@ -750,3 +750,30 @@ fn sigterm_also_stops_the_embedded_postgresql() {
         .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
     assert!(!running, "postmaster {postmaster} still runs: {state}");
 }
+
+#[test]
+fn a_finished_run_reaches_its_status_file_without_waiting_for_the_interval() {
+    let db = Db::new();
+    let specs = Specs::with(&[("a.yaml", &job("a", "  sql: SELECT 1\n"))]);
+    // Status rounds on their own only every hour: what shows the run is the nudge.
+    let mut sidecar = Sidecar::start(specs.path(), db.url(), &["--status-interval", "1h"]);
+    sidecar.wait_ready();
+    let path = specs.path().join("a.status.yaml");
+    assert!(wait_until(Duration::from_secs(10), || path.exists()));
+    let id: i64 = db
+        .rt
+        .block_on(
+            db.client
+                .query_one("SELECT pgsched.trigger('a', '{}'::jsonb)", &[]),
+        )
+        .unwrap()
+        .get(0);
+    time_until(
+        "a triggered run showed in the status file",
+        || {
+            std::fs::read_to_string(&path)
+                .is_ok_and(|t| t.contains(&format!("id: {id}")) && t.contains("succeeded: 1"))
+        },
+        || sidecar.log(),
+    );
+}

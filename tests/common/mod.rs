@@ -289,16 +289,17 @@ impl Sidecar {
     /// With the tests' quick settings (status every 200 ms, 1 s poll, 3 s grace, 50 ms
     /// debounce, debug logs) unless `extra` gives its own.
     pub fn start(dir: &Path, url: &str, extra: &[&str]) -> Sidecar {
-        let mut args: Vec<&str> = vec![
-            "--status-interval",
-            "200ms",
-            "--poll",
-            "1s",
-            "--grace",
-            "3s",
+        let defaults = [
+            ("--status-interval", "200ms"),
+            ("--poll", "1s"),
+            ("--grace", "3s"),
+            ("--debounce", "50ms"),
         ];
-        if !extra.contains(&"--debounce") {
-            args.extend(["--debounce", "50ms"]);
+        let mut args: Vec<&str> = Vec::new();
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
         }
         args.extend(extra);
         Sidecar::start_plain(dir, url, &args, "info,pgsched=debug")
