@@ -294,12 +294,6 @@ async fn replace_cancels_the_running_instance() {
 
 #[tokio::test]
 async fn missed_ticks_follow_the_missed_runs_policy() {
-    // The expected counts depend on how late each tick is when the executor first sees it,
-    // counted from minute and hour boundaries: start well inside a minute, so that a boundary
-    // passing between the setup and the claim cannot turn a late tick into a missed one.
-    while chrono::Timelike::second(&chrono::Utc::now()) >= 45 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
     let specs = Specs::with(&[
@@ -312,6 +306,14 @@ async fn missed_ticks_follow_the_missed_runs_policy() {
         ),
     ]);
     apply_specs(&mut client, &specs).await;
+    // The expected counts depend on how late each tick is when the executor first sees it,
+    // counted from minute boundaries: go back in time well inside a minute. Too close to its
+    // end, and the boundary may pass before the first claim, making the tick a minute back
+    // more than startingDeadline late; too close to its start, and this minute's tick is on
+    // time rather than caught up, so Forbid skips it while the catch-up run runs.
+    while !(5..40).contains(&chrono::Timelike::second(&chrono::Utc::now())) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // As if the scheduler had been down for three hours: each job's next tick is long past.
     client
         .batch_execute(
@@ -356,13 +358,43 @@ async fn missed_ticks_follow_the_missed_runs_policy() {
     .await;
     // Ticks 3, 2, 1 and 0 minutes back (plus the seconds into this minute): the two more than
     // 2 minutes late are never started; the others run, one after the other.
-    wait_for(
-        &client,
-        &count("deadline", "succeeded"),
-        |n| n >= 2,
+    let deadline_runs = async {
+        let rows = client
+            .query(
+                "SELECT due_at::text, status, coalesce(error, ''), coalesce(started_at::text, ''), now()::text
+                   FROM pgsched.runs WHERE job = 'deadline' ORDER BY due_at",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} (now {})",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(3),
+                    r.get::<_, String>(4)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if tokio::time::timeout(
         Duration::from_secs(10),
+        wait_for(
+            &client,
+            &count("deadline", "succeeded"),
+            |n| n >= 2,
+            Duration::from_secs(20),
+        ),
     )
-    .await;
+    .await
+    .is_err()
+    {
+        panic!("deadline runs:\n{}", deadline_runs.await);
+    }
     wait_for(
         &client,
         &count("deadline", "missed"),
