@@ -70,7 +70,8 @@ enum Command {
         /// Quiet time after the last file event before the directory is read again.
         #[arg(long, default_value = "100ms", value_parser = parse_duration_arg)]
         debounce: std::time::Duration,
-        /// How often status files are refreshed from the tables (also after every reconcile).
+        /// How often status files are refreshed from the tables (also after every reconcile and,
+        /// at most once a second, when a run of this process finishes).
         #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
         status_interval: std::time::Duration,
         /// Fallback poll interval: the longest a lost notification can delay a run.
