@@ -348,7 +348,11 @@ fn one_of_two_replicas_leads_and_a_killed_leader_hands_over() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains(&format!("reconciling: {name}")), "{text}");
+    assert!(
+        text.contains(&format!("reconciling: {name}")),
+        "{text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     leader.signal(libc::SIGKILL);
     leader.wait_exit(Duration::from_secs(5));

@@ -62,8 +62,10 @@ pub async fn current_leader(
     c: &impl tokio_postgres::GenericClient,
 ) -> Result<Option<String>, StoreError> {
     Ok(c.query_opt(
+        // Advisory locks are per database: other databases on the server have leaders too.
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
           WHERE l.locktype = 'advisory' AND l.granted
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND l.classid = $1::int::oid AND l.objid = $2::int::oid AND l.objsubid = 2",
         &[&LOCK_CLASS, &LOCK_LEADER],
     )
