@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod executor;
 pub mod http;
 pub mod metrics;
+pub mod pgurl;
 pub mod plan;
 pub mod reconcile;
 pub mod schedule;

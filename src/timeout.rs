@@ -38,7 +38,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Statement};
+use tokio_postgres::{AsyncMessage, Client, Config, Statement};
+
+use crate::store::tls::Tls;
 use tokio_util::sync::CancellationToken;
 
 /// How the deadline loop runs.
@@ -123,10 +125,8 @@ pub async fn run_timeouts(
     config: TimeoutConfig,
     shutdown: CancellationToken,
 ) -> Result<(), TimeoutError> {
-    let mut pg: Config = config
-        .database_url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| TimeoutError::BadUrl(e.to_string()))?;
+    let (mut pg, tls) =
+        crate::store::tls::target(&config.database_url).map_err(TimeoutError::BadUrl)?;
     // A listener that only receives would otherwise notice a dead peer (over TCP) only after
     // hours.
     pg.keepalives_idle(Duration::from_secs(30))
@@ -136,6 +136,7 @@ pub async fn run_timeouts(
     let stop_listening = shutdown.child_token();
     let listener = tokio::spawn(listen(
         named(&pg, "pgsched timeouts (listen)"),
+        tls.clone(),
         wakes_tx,
         config.metrics.clone(),
         stop_listening.clone(),
@@ -147,7 +148,7 @@ pub async fn run_timeouts(
         reload: true,
     };
     let result = deadline_loop
-        .run(&named(&pg, "pgsched timeouts"), &shutdown)
+        .run(&named(&pg, "pgsched timeouts"), &tls, &shutdown)
         .await;
     stop_listening.cancel();
     let _ = listener.await;
@@ -206,13 +207,14 @@ async fn pause(duration: Duration, shutdown: &CancellationToken) -> bool {
 /// The LISTEN connection: forwards notifications, and reconnects with back-off when lost.
 async fn listen(
     config: Config,
+    tls: Tls,
     wakes: mpsc::UnboundedSender<Wake>,
     metrics: Arc<TimeoutMetrics>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new();
     loop {
-        match subscribe(&config, wakes.clone(), metrics.clone()).await {
+        match subscribe(&config, &tls, wakes.clone(), metrics.clone()).await {
             Ok((client, mut driver)) => {
                 backoff.reset();
                 TimeoutMetrics::add(&metrics.connects, 1);
@@ -245,10 +247,11 @@ async fn listen(
 /// and ends when the connection does.
 async fn subscribe(
     config: &Config,
+    tls: &Tls,
     wakes: mpsc::UnboundedSender<Wake>,
     metrics: Arc<TimeoutMetrics>,
 ) -> Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
@@ -280,10 +283,10 @@ async fn subscribe(
 }
 
 /// The work connection, set up for the loop's statements.
-async fn connect_work(config: &Config) -> Result<Client, StoreError> {
+async fn connect_work(config: &Config, tls: &Tls) -> Result<Client, StoreError> {
     use crate::store::Context;
     let (mut client, connection) = config
-        .connect(NoTls)
+        .connect(tls.clone())
         .await
         .context("connecting to PostgreSQL")?;
     tokio::spawn(async move {
@@ -427,13 +430,18 @@ struct DeadlineLoop {
 }
 
 impl DeadlineLoop {
-    async fn run(&mut self, pg: &Config, shutdown: &CancellationToken) -> Result<(), TimeoutError> {
+    async fn run(
+        &mut self,
+        pg: &Config,
+        tls: &Tls,
+        shutdown: &CancellationToken,
+    ) -> Result<(), TimeoutError> {
         let mut backoff = Backoff::new();
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            match connect_work(pg).await {
+            match connect_work(pg, tls).await {
                 Ok(client) => {
                     backoff.reset();
                     TimeoutMetrics::add(&self.config.metrics.connects, 1);

@@ -13,7 +13,6 @@
 //! the next job that happens to get the same connection.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,10 +20,10 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
 };
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 use crate::spec::ConnectionSpec;
 use crate::store::describe_pg_error;
+use crate::store::tls::Tls;
 
 use super::tasks::TaskError;
 
@@ -39,6 +38,7 @@ const APPLICATION_NAME: &str = "pgsched";
 /// The pools of every database a task may run on.
 pub struct Databases {
     default: Pool,
+    default_tls: Tls,
     max_size: usize,
     named: Mutex<HashMap<String, NamedPool>>,
 }
@@ -47,6 +47,8 @@ pub struct Databases {
 struct NamedPool {
     spec: ConnectionSpec,
     pool: Option<Pool>,
+    /// The TLS connector of the pool, kept for cancel requests on its connections.
+    tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for Databases {
@@ -64,12 +66,13 @@ impl Databases {
     /// Pools for the scheduler's own database at `default_url` (a tokio-postgres connection
     /// string or URL), each pool holding at most `max_size` connections. Connects lazily.
     pub fn new(default_url: &str, max_size: usize) -> Result<Databases, TaskError> {
-        let config = parse_config(default_url).map_err(|reason| TaskError::InvalidUrl {
+        let (config, tls) = parse_config(default_url).map_err(|reason| TaskError::InvalidUrl {
             database: DEFAULT_LABEL.to_string(),
             reason,
         })?;
         Ok(Databases {
-            default: build_pool(config, max_size),
+            default: build_pool(config, tls.clone(), max_size),
+            default_tls: tls,
             max_size,
             named: Mutex::new(HashMap::new()),
         })
@@ -86,9 +89,9 @@ impl Databases {
                 Some(old) if old.spec == spec => old,
                 Some(old) => {
                     close(old.pool);
-                    NamedPool { spec, pool: None }
+                    NamedPool::new(spec)
                 }
-                None => NamedPool { spec, pool: None },
+                None => NamedPool::new(spec),
             };
             next.insert(name, entry);
         }
@@ -108,7 +111,14 @@ impl Databases {
                 .await
                 .map_err(|e| pool_error(DEFAULT_LABEL.to_string(), e));
         };
-        let pool = self.named_pool(name)?;
+        let pool = match self.named_pool(name) {
+            // Connections are re-read once per poll interval; one applied together with the job
+            // and triggered at once may be newer than that. Look before failing the run.
+            Err(TaskError::UnknownConnection { .. }) if self.learn_connection(name).await => {
+                self.named_pool(name)?
+            }
+            other => other?,
+        };
         match pool.get().await {
             Ok(object) => Ok(object),
             Err(e) => {
@@ -120,6 +130,32 @@ impl Databases {
                 Err(pool_error(format!("connection `{name}`"), e))
             }
         }
+    }
+
+    /// Reads the `Connection` `name` from `pgsched.connections` (in the scheduler's database);
+    /// true when it exists and is now known.
+    async fn learn_connection(&self, name: &str) -> bool {
+        let Ok(client) = self.default.get().await else {
+            return false;
+        };
+        let row = client
+            .query_opt(
+                "SELECT spec FROM pgsched.connections WHERE name = $1",
+                &[&name],
+            )
+            .await;
+        let Some(spec) = row
+            .ok()
+            .flatten()
+            .and_then(|r| serde_json::from_value::<ConnectionSpec>(r.get(0)).ok())
+        else {
+            return false;
+        };
+        let mut named = self.named.lock().unwrap();
+        named
+            .entry(name.to_string())
+            .or_insert_with(|| NamedPool::new(spec));
+        true
     }
 
     /// The pool of `Connection` `name`, created (and its password read) on first use.
@@ -134,10 +170,11 @@ impl Databases {
             return Ok(pool.clone());
         }
         let label = format!("connection `{name}`");
-        let mut config = parse_config(&entry.spec.url).map_err(|reason| TaskError::InvalidUrl {
-            database: label.clone(),
-            reason,
-        })?;
+        let (mut config, tls) =
+            parse_config(&entry.spec.url).map_err(|reason| TaskError::InvalidUrl {
+                database: label.clone(),
+                reason,
+            })?;
         if let Some(password) =
             read_password(&entry.spec).map_err(|reason| TaskError::Password {
                 database: label.clone(),
@@ -146,9 +183,21 @@ impl Databases {
         {
             config.password(password);
         }
-        let pool = build_pool(config, self.max_size);
+        let pool = build_pool(config, tls.clone(), self.max_size);
         entry.pool = Some(pool.clone());
+        entry.tls = Some(tls);
         Ok(pool)
+    }
+
+    /// The TLS connector for a cancel request on a connection of `database`'s pool. A pool
+    /// replaced since (its spec changed) falls back to the scheduler's own settings.
+    pub fn cancel_tls(&self, database: Option<&str>) -> Tls {
+        database
+            .and_then(|name| {
+                let named = self.named.lock().unwrap();
+                named.get(name).and_then(|entry| entry.tls.clone())
+            })
+            .unwrap_or_else(|| self.default_tls.clone())
     }
 
     /// Drops the pool of `name` if it is still `pool` (a concurrent `set_connections` may
@@ -169,23 +218,33 @@ impl Databases {
 
 const DEFAULT_LABEL: &str = "the scheduler's database";
 
-fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
+impl NamedPool {
+    fn new(spec: ConnectionSpec) -> NamedPool {
+        NamedPool {
+            spec,
+            pool: None,
+            tls: None,
+        }
+    }
+}
+
+fn parse_config(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
     // The parser's messages name the offending part, never echo the whole string, so a
     // password inside the URL cannot leak through them.
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+    let (mut config, tls) = crate::store::tls::target(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
-    Ok(config)
+    Ok((config, tls))
 }
 
-fn build_pool(config: tokio_postgres::Config, max_size: usize) -> Pool {
+fn build_pool(config: tokio_postgres::Config, tls: Tls, max_size: usize) -> Pool {
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Clean,
         },

@@ -172,8 +172,11 @@ pub async fn run_executor(
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
     let stop_listening = CancellationToken::new();
 
+    let (listen_config, listen_tls) = crate::store::tls::target(&config.database_url)
+        .map_err(|e| ExecutorError::Setup(format!("invalid database URL: {e}")))?;
     let listener = tokio::spawn(listen(
-        config.database_url.clone(),
+        listen_config,
+        listen_tls,
         wake.clone(),
         in_flight.clone(),
         stop_listening.clone(),
@@ -330,12 +333,11 @@ fn is_read_only(e: &StoreError) -> bool {
 }
 
 fn bookkeeping_pool(url: &str) -> Result<deadpool_postgres::Pool, ExecutorError> {
-    let pg: tokio_postgres::Config = url
-        .parse()
+    let (pg, tls) = crate::store::tls::target(url)
         .map_err(|e| ExecutorError::Setup(format!("invalid database URL: {e}")))?;
     let manager = deadpool_postgres::Manager::from_config(
         pg,
-        tokio_postgres::NoTls,
+        tls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },
@@ -733,13 +735,19 @@ async fn heartbeat_loop(
 /// The dedicated LISTEN connection: wakes the executor on new runs and changed jobs, and
 /// cancels runs on request. Reconnects with back-off; after each (re)connection it wakes the
 /// executor, since notifications sent while it was away are lost.
-async fn listen(url: String, wake: Arc<Notify>, in_flight: Arc<InFlight>, stop: CancellationToken) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: crate::store::tls::Tls,
+    wake: Arc<Notify>,
+    in_flight: Arc<InFlight>,
+    stop: CancellationToken,
+) {
     use futures_util::StreamExt;
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            c = tokio_postgres::connect(&url, tokio_postgres::NoTls) => c,
+            c = config.connect(tls.clone()) => c,
         };
         match connected {
             Ok((client, mut connection)) => {

@@ -28,7 +28,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::{GenericClient, NoTls, SimpleQueryMessage};
+use tokio_postgres::{GenericClient, SimpleQueryMessage};
 use tokio_util::sync::CancellationToken;
 
 use super::connections::Databases;
@@ -180,7 +180,7 @@ where
     C: GenericClient + Sync,
 {
     let limits = Limits::start(ctx);
-    let run = execute_sql(client.client(), sql, ctx.params, &limits).await;
+    let run = execute_sql(client.client(), sql, ctx, &limits).await;
     if !run.interrupted && limits.deadline.is_some() {
         // In a chain's transaction the SET would otherwise outlive this step. An aborted
         // transaction refuses the RESET, but its rollback undoes the SET anyway.
@@ -301,7 +301,7 @@ async fn run_sql_pooled(sql: &str, ctx: &TaskContext<'_>, limits: &Limits) -> Ta
         Ok(Ok(object)) => object,
     };
     let client: &tokio_postgres::Client = &object;
-    let run = execute_sql(client, sql, ctx.params, limits).await;
+    let run = execute_sql(client, sql, ctx, limits).await;
     if run.interrupted {
         // A cancel request that arrives late would hit whatever the connection runs next:
         // never hand this connection to another task.
@@ -335,7 +335,7 @@ async fn run_sql_pooled(sql: &str, ctx: &TaskContext<'_>, limits: &Limits) -> Ta
 async fn execute_sql(
     client: &tokio_postgres::Client,
     sql: &str,
-    params: &Value,
+    ctx: &TaskContext<'_>,
     limits: &Limits,
 ) -> SqlRun {
     let finished = |outcome| SqlRun {
@@ -354,7 +354,7 @@ async fn execute_sql(
             return finished(TaskOutcome::failed(describe_pg_error(&e), String::new()));
         }
     }
-    let work = run_statements(client, sql, params);
+    let work = run_statements(client, sql, ctx.params);
     tokio::pin!(work);
     let interrupt = tokio::select! {
         biased;
@@ -363,7 +363,9 @@ async fn execute_sql(
     };
     // Dropping the query would leave the backend running it: ask the server to cancel, and
     // wait for the statement to end, so nothing of this run is still running once recorded.
-    if let Err(e) = client.cancel_token().cancel_query(NoTls).await {
+    // The cancel request opens a connection of its own, with the same TLS as the session's.
+    let tls = ctx.databases.cancel_tls(ctx.database);
+    if let Err(e) = client.cancel_token().cancel_query(tls).await {
         tracing::warn!(error = %describe_pg_error(&e), "cannot send a cancel request for a SQL task");
     }
     if tokio::time::timeout(CANCEL_WAIT, work).await.is_err() {

@@ -707,24 +707,21 @@ impl Checker<'_, '_> {
             );
             None
         } else {
-            Some(c.url.parse::<tokio_postgres::Config>())
+            // libpq's reading, TLS keys included (`sslmode=verify-full`, `sslrootcert`), as
+            // pgsched connects with it. The certificate files are not read here: they live on
+            // the machine pgsched runs on, not where the specs are validated.
+            Some(crate::pgurl::parse(&c.url))
         };
         match parsed {
             Some(Err(e)) => {
                 self.error_hint(
                     "spec.url",
-                    format!(
-                        "not a PostgreSQL connection URL: {}",
-                        // tokio-postgres says only "invalid connection string"; the
-                        // reason (which option, which value) is its source.
-                        std::error::Error::source(&e)
-                            .map_or_else(|| e.to_string(), |s| s.to_string())
-                    ),
+                    format!("not a PostgreSQL connection URL: {e}"),
                     Some(example.into()),
                 );
             }
             // Say where without repeating the secret.
-            Some(Ok(config)) if config.get_password().is_some() => self.error_hint(
+            Some(Ok(conn)) if conn.config.get_password().is_some() => self.error_hint(
                 "spec.url",
                 "the URL contains a password; secrets must not be written in spec files",
                 Some(

@@ -12,7 +12,7 @@ pub const LOCK_LEADER: i32 = 4;
 /// Opens the dedicated leadership connection, named so that `pg_stat_activity` shows who
 /// leads (`pgsched leader host/pid`).
 pub async fn connect_leader(url: &str, worker: &str) -> Result<Client, StoreError> {
-    let mut config: tokio_postgres::Config = url.parse().context("reading the database URL")?;
+    let (mut config, tls) = super::tls::target(url).map_err(StoreError::Config)?;
     config
         .application_name(format!("pgsched leader {worker}"))
         .keepalives(true)
@@ -21,7 +21,7 @@ pub async fn connect_leader(url: &str, worker: &str) -> Result<Client, StoreErro
         .keepalives_retries(3)
         .connect_timeout(std::time::Duration::from_secs(5));
     let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+        .connect(tls)
         .await
         .context("connecting for the leadership lock")?;
     tokio::spawn(async move {

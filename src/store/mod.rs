@@ -10,6 +10,7 @@ pub mod objects;
 pub mod report;
 pub mod runs;
 pub mod timeouts;
+pub mod tls;
 
 /// Advisory lock keys (two-int form, first int "pgsc"). One for migrations, one for applying
 /// plans, so two processes starting or reconciling at once take turns.
@@ -30,6 +31,8 @@ pub enum StoreError {
     SchemaTooNew { found: i32, known: i32 },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    #[error("the database URL: {0}")]
+    Config(String),
 }
 
 impl StoreError {
@@ -79,9 +82,12 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Opens a connection and drives it on a background task.
+/// Opens a connection and drives it on a background task. TLS as the URL's `sslmode` says
+/// ([`tls`]).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (config, tls) = tls::target(url).map_err(StoreError::Config)?;
+    let (client, connection) = config
+        .connect(tls)
         .await
         .context("connecting to PostgreSQL")?;
     tokio::spawn(async move {

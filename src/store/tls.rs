@@ -1,0 +1,339 @@
+//! TLS for every connection pgsched makes: the scheduler's database, the leadership and LISTEN
+//! connections, the Timeout loop, and the pools of named Connections. It turns the
+//! [`TlsSettings`] of a connection string into a rustls connector with libpq's meaning of each
+//! `sslmode`, so a URL that works with psql works here:
+//!
+//! | sslmode | certificate check |
+//! | --- | --- |
+//! | `disable` | no TLS |
+//! | `allow`, `prefer` | TLS when offered, certificate not checked |
+//! | `require` | TLS or nothing; checked against the CA like `verify-ca` when a root file is given or `~/.postgresql/root.crt` exists |
+//! | `verify-ca` | signed by a trusted CA |
+//! | `verify-full` | signed by a trusted CA and issued for the host name |
+//!
+//! rustls with ring, the crypto ureq already builds, so no C toolchain is needed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::pgurl::{ConnString, RootCert, SslMode, TlsSettings};
+
+/// The connector every connection is made with.
+pub type Tls = MakeRustlsConnect;
+
+/// Why TLS could not be set up; each names the file or setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {}: {reason}", .path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{what} {} holds no {expected}", .path.display())]
+    Empty {
+        what: &'static str,
+        path: PathBuf,
+        expected: &'static str,
+    },
+    #[error(
+        "sslmode={mode} checks the server's certificate, but no CA is given: set sslrootcert to \
+         a PEM file of the CA, or sslrootcert=system for the system's trust store (with \
+         verify-full), or use sslmode=require to encrypt without checking"
+    )]
+    NoRoots { mode: &'static str },
+    #[error("the system trust store has no certificates: {0}")]
+    SystemRoots(String),
+    #[error("TLS setup: {0}")]
+    Rustls(String),
+}
+
+/// libpq's default root file, used when `sslrootcert` is not given.
+fn default_root_file() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let path = Path::new(&home).join(".postgresql/root.crt");
+    path.is_file().then_some(path)
+}
+
+/// Builds the connector for `settings`, reading the certificate files it names.
+pub fn connector(settings: &TlsSettings) -> Result<Tls, TlsError> {
+    build(settings, default_root_file)
+}
+
+fn build(
+    settings: &TlsSettings,
+    default_root: impl FnOnce() -> Option<PathBuf>,
+) -> Result<Tls, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let roots = match &settings.root_cert {
+        Some(RootCert::System) => Some(system_roots()?),
+        Some(RootCert::File(path)) => Some(roots_from_file(path)?),
+        // Nothing to verify against, and nothing to read, when TLS is never used.
+        None if settings.mode == SslMode::Disable || settings.unix_only => None,
+        None => default_root()
+            .map(|path| roots_from_file(&path))
+            .transpose()?,
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = match (settings.mode, roots) {
+        (SslMode::VerifyFull, Some(roots)) => webpki(roots, &provider)?,
+        (SslMode::VerifyCa | SslMode::Require, Some(roots)) => {
+            Arc::new(AnyName(webpki(roots, &provider)?))
+        }
+        (mode, None) if mode.verifies() => {
+            return Err(TlsError::NoRoots {
+                mode: mode.as_str(),
+            })
+        }
+        // prefer and allow never check, as in libpq; require without a CA only encrypts.
+        _ => Arc::new(AnyCertificate(provider.clone())),
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match &settings.client_cert {
+        Some((cert, key)) => {
+            let chain = certificates(cert, "sslcert")?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
+                what: "sslkey",
+                path: key.clone(),
+                reason: e.to_string(),
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::Rustls(format!("sslcert/sslkey: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// Parses `url` and builds its connector: what every connection of pgsched starts from.
+pub fn target(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
+    let ConnString { config, tls } = crate::pgurl::parse(url).map_err(|e| e.to_string())?;
+    let tls = connector(&tls).map_err(|e| e.to_string())?;
+    Ok((config, tls))
+}
+
+fn webpki(
+    roots: RootCertStore,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read_error = |e: rustls::pki_types::pem::Error| TlsError::Read {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(read_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_error)?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            what,
+            path: path.to_path_buf(),
+            expected: "PEM certificate",
+        });
+    }
+    Ok(certs)
+}
+
+fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path, "sslrootcert")? {
+        roots.add(cert).map_err(|e| TlsError::Read {
+            what: "sslrootcert",
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> Result<RootCertStore, TlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "none found".into());
+        return Err(TlsError::SystemRoots(why));
+    }
+    Ok(roots)
+}
+
+/// `verify-ca`: the chain must lead to a trusted CA; the name in the certificate is not
+/// compared with the host (webpki checks the chain first, so a name error means the chain
+/// passed).
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `prefer` and `require` without a CA: encrypted, but any certificate is taken, as libpq does.
+/// The handshake signatures are still checked, so the peer holds the certificate's key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> TlsSettings {
+        crate::pgurl::parse(url).unwrap().tls
+    }
+
+    /// Without `~/.postgresql/root.crt`, whatever the developer's machine has.
+    fn connector(settings: &TlsSettings) -> Result<Tls, TlsError> {
+        build(settings, || None)
+    }
+
+    #[test]
+    fn verifying_modes_without_a_ca_say_what_to_set() {
+        for mode in ["verify-ca", "verify-full"] {
+            let e = connector(&settings(&format!("postgres://h/d?sslmode={mode}")))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("sslrootcert") && e.contains(mode), "{e}");
+        }
+        for mode in ["disable", "allow", "prefer", "require"] {
+            assert!(connector(&settings(&format!("postgres://h/d?sslmode={mode}"))).is_ok());
+        }
+    }
+
+    #[test]
+    fn unreadable_and_empty_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = connector(&settings(&format!(
+            "postgres://h/d?sslmode=verify-full&sslrootcert={}",
+            missing.display()
+        )))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("sslrootcert") && e.contains("missing.pem"),
+            "{e}"
+        );
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = connector(&settings(&format!(
+            "postgres://h/d?sslmode=verify-ca&sslrootcert={}",
+            empty.display()
+        )))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+    }
+}
