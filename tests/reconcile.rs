@@ -595,3 +595,54 @@ async fn the_cli_exit_codes_follow_the_contract() {
     let (code, _, _) = pgsched(&["apply", "--allow-empty"], specs.path(), &db.url);
     assert_eq!(code, 0);
 }
+
+#[tokio::test]
+async fn chain_sql_is_checked_in_the_order_it_runs_and_on_failure_sql_too() {
+    let db = common::fresh_db().await;
+    let mut client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE failures (error text)")
+        .await
+        .unwrap();
+    let specs = Specs::new();
+    // `report` is written first but needs `fill`, which needs `create`: the table it reads
+    // does not exist at plan time, and that is no error.
+    specs.write(
+        "graph.yaml",
+        "apiVersion: pgsched/v1\nkind: Chain\nmetadata: {name: graph}\nspec:\n  steps:\n    - {name: report, sql: SELECT count(*) FROM staged, needs: [fill]}\n    - {name: fill, sql: INSERT INTO staged VALUES (1), needs: [create]}\n    - {name: create, sql: CREATE TABLE IF NOT EXISTS staged (x int)}\n  onFailure:\n    - sql: INSERT INTO failurs (error) VALUES ($1->>'error')\n",
+    );
+    let report = planned(plan(&mut client, specs.path()).await.unwrap());
+    let errors: Vec<String> = report.checks.errors.iter().map(|e| e.to_string()).collect();
+    // Not in a transaction, `create` may have run and stayed when the handler runs, so the
+    // handler is listed as not checked rather than failed.
+    assert!(errors.is_empty(), "{errors:#?}");
+    let unchecked = report.checks.unchecked.join("\n");
+    for path in [
+        "spec.steps[0].sql",
+        "spec.steps[1].sql",
+        "spec.onFailure[0].sql",
+    ] {
+        assert!(
+            unchecked.contains(&format!(
+                "chain/graph {path}: may depend on what step `create` creates"
+            )),
+            "{path} not listed in:\n{unchecked}"
+        );
+    }
+
+    // In one transaction the steps are rolled back before onFailure runs, so the handler is
+    // checked against the database as it is, and its misspelt table fails the plan.
+    specs.write(
+        "graph.yaml",
+        "apiVersion: pgsched/v1\nkind: Chain\nmetadata: {name: graph}\nspec:\n  transaction: true\n  steps:\n    - {name: create, sql: CREATE TEMP TABLE staged (x int)}\n    - {name: fill, sql: INSERT INTO staged VALUES (1)}\n  onFailure:\n    - sql: INSERT INTO failurs (error) VALUES ($1->>'error')\n",
+    );
+    let report = planned(plan(&mut client, specs.path()).await.unwrap());
+    let errors: Vec<String> = report.checks.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("graph.yaml:10:") && errors[0].contains("spec.onFailure[0].sql"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("failurs"), "{}", errors[0]);
+}

@@ -52,6 +52,115 @@ struct SqlTarget<'a> {
     sql: &'a str,
 }
 
+/// How one SQL step of a chain is checked.
+#[derive(Debug, PartialEq, Eq)]
+enum ChainCheck {
+    /// On its own, with PREPARE.
+    Prepare,
+    /// Not: it runs on this Connection.
+    OtherDatabase(String),
+    /// Not: this step, which surely ran before it, may have created what it uses.
+    After(String),
+}
+
+#[derive(Debug)]
+struct ChainSql<'a> {
+    path: String,
+    sql: &'a str,
+    check: ChainCheck,
+}
+
+/// Whether a step may change the scheduler database's schema (so later steps may use tables
+/// that do not exist yet at plan time): SQL that is not one plain query, or a command or shell
+/// (`psql -f`, `pg_restore`). Steps on another database change nothing here.
+fn may_create(step: &crate::spec::Step) -> bool {
+    if step.database.is_some() {
+        return false;
+    }
+    match &step.sql {
+        Some(sql) => {
+            scan_sql(sql).statements != 1 || !PREPARABLE.contains(&first_keyword(sql).as_str())
+        }
+        None => step.command.is_some() || step.shell.is_some(),
+    }
+}
+
+/// The SQL of a chain's steps and `onFailure` steps, each with how it can be checked. A step
+/// is checked on its own unless a step that surely ran before it may have created what it
+/// uses: in a line, any earlier step; in a graph, the steps it needs, directly or through
+/// others (a step running beside it in parallel is no excuse: depending on it would be a race).
+/// `onFailure` steps may follow any main step, except in a transactional chain, whose steps
+/// are rolled back before they run; and any earlier `onFailure` step.
+fn chain_sql(chain: &crate::spec::ChainSpec) -> Vec<ChainSql<'_>> {
+    let names = chain.step_names();
+    let index: std::collections::HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let graph = chain.is_graph();
+    // For each step, the first (in written order) step that surely ran before it and may
+    // have created something.
+    let creator_before = |i: usize| -> Option<usize> {
+        if !graph {
+            return (0..i).find(|&j| may_create(&chain.steps[j]));
+        }
+        let mut seen = vec![false; chain.steps.len()];
+        let mut stack = vec![i];
+        while let Some(k) = stack.pop() {
+            for need in chain.steps[k].needs.iter().flatten() {
+                if let Some(&j) = index.get(need.as_str()) {
+                    if !seen[j] {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        (0..chain.steps.len()).find(|&j| seen[j] && may_create(&chain.steps[j]))
+    };
+    let check = |step: &crate::spec::Step, creator: Option<String>| match (&step.database, creator)
+    {
+        (Some(db), _) => ChainCheck::OtherDatabase(db.clone()),
+        (None, Some(name)) => ChainCheck::After(name),
+        (None, None) => ChainCheck::Prepare,
+    };
+    let mut out = Vec::new();
+    for (i, step) in chain.steps.iter().enumerate() {
+        if let Some(sql) = &step.sql {
+            out.push(ChainSql {
+                path: format!("spec.steps[{i}].sql"),
+                sql,
+                check: check(step, creator_before(i).map(|j| names[j].clone())),
+            });
+        }
+    }
+    let main_creator = if chain.transaction == Some(true) {
+        None
+    } else {
+        (0..chain.steps.len())
+            .find(|&j| may_create(&chain.steps[j]))
+            .map(|j| names[j].clone())
+    };
+    let handlers = chain.on_failure_steps();
+    let handler_names = chain.on_failure_names();
+    for (i, step) in handlers.iter().enumerate() {
+        if let Some(sql) = &step.sql {
+            let creator = main_creator.clone().or_else(|| {
+                (0..i)
+                    .find(|&j| may_create(&handlers[j]))
+                    .map(|j| handler_names[j].clone())
+            });
+            out.push(ChainSql {
+                path: format!("spec.onFailure[{i}].sql"),
+                sql,
+                check: check(step, creator),
+            });
+        }
+    }
+    out
+}
+
 /// Runs every check for the given objects (the ones a plan creates or changes).
 pub async fn check_objects(
     client: &Client,
@@ -79,32 +188,23 @@ pub async fn check_objects(
                 }
             }
             ObjectSpec::Chain(chain) => {
-                // A step may use what an earlier step created (a temporary table, say): once a
-                // step is not a plain query, later steps cannot be checked on their own.
-                let mut after_ddl: Option<String> = None;
-                for (i, step) in chain.steps.iter().enumerate() {
-                    let Some(sql) = &step.sql else { continue };
-                    let path = format!("spec.steps[{i}].sql");
-                    let step_name = step
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("step-{}", i + 1));
-                    if let Some(db) = &step.database {
-                        report.unchecked.push(format!(
-                            "{} {path}: runs on connection `{db}`; only SQL on the scheduler's database is checked",
-                            object.key()
-                        ));
-                    } else if let Some(earlier) = &after_ddl {
-                        report.unchecked.push(format!(
-                            "{} {path}: may depend on what step `{earlier}` creates; not checked on its own",
-                            object.key()
-                        ));
-                    } else {
-                        targets.push(SqlTarget { object, path, sql });
-                    }
-                    let shape = scan_sql(sql);
-                    if shape.statements != 1 || !PREPARABLE.contains(&first_keyword(sql).as_str()) {
-                        after_ddl.get_or_insert(step_name);
+                for step in chain_sql(chain) {
+                    match step.check {
+                        ChainCheck::Prepare => targets.push(SqlTarget {
+                            object,
+                            path: step.path,
+                            sql: step.sql,
+                        }),
+                        ChainCheck::OtherDatabase(db) => report.unchecked.push(format!(
+                            "{} {}: runs on connection `{db}`; only SQL on the scheduler's database is checked",
+                            object.key(),
+                            step.path
+                        )),
+                        ChainCheck::After(earlier) => report.unchecked.push(format!(
+                            "{} {}: may depend on what step `{earlier}` creates; not checked on its own",
+                            object.key(),
+                            step.path
+                        )),
                     }
                 }
             }
@@ -306,7 +406,108 @@ async fn check_timeout(
 
 #[cfg(test)]
 mod tests {
-    use super::first_keyword;
+    use super::{chain_sql, first_keyword, ChainCheck};
+    use crate::spec::ChainSpec;
+
+    fn checks(chain: serde_json::Value) -> Vec<(String, ChainCheck)> {
+        let chain: ChainSpec = serde_json::from_value(chain).unwrap();
+        chain_sql(&chain)
+            .into_iter()
+            .map(|s| (s.path, s.check))
+            .collect()
+    }
+
+    fn after(step: &str) -> ChainCheck {
+        ChainCheck::After(step.into())
+    }
+
+    #[test]
+    fn in_a_line_steps_after_a_schema_change_are_not_checked() {
+        let found = checks(serde_json::json!({"steps": [
+            {"name": "read", "sql": "SELECT 1"},
+            {"name": "stage", "sql": "CREATE TEMP TABLE s AS SELECT 1"},
+            {"name": "log", "builtin": {"name": "log", "message": "x"}},
+            {"name": "use", "sql": "INSERT INTO s VALUES (2)"},
+        ]}));
+        assert_eq!(
+            found,
+            [
+                ("spec.steps[0].sql".into(), ChainCheck::Prepare),
+                ("spec.steps[1].sql".into(), ChainCheck::Prepare),
+                ("spec.steps[3].sql".into(), after("stage")),
+            ]
+        );
+    }
+
+    #[test]
+    fn in_a_graph_only_what_a_step_needs_counts_whatever_the_written_order() {
+        let found = checks(serde_json::json!({"steps": [
+            // Written first, runs after `create` (through `fill`).
+            {"name": "report", "sql": "SELECT * FROM staged", "needs": ["fill"]},
+            {"name": "fill", "sql": "INSERT INTO staged SELECT 1", "needs": ["create"]},
+            {"name": "create", "sql": "CREATE TABLE staged (x int)"},
+            // Beside `create`, not after it: checked, and an error if it used `staged`.
+            {"name": "other", "sql": "SELECT 2"},
+        ]}));
+        assert_eq!(
+            found,
+            [
+                ("spec.steps[0].sql".into(), after("create")),
+                ("spec.steps[1].sql".into(), after("create")),
+                // Listed as a statement that cannot be prepared, later.
+                ("spec.steps[2].sql".into(), ChainCheck::Prepare),
+                ("spec.steps[3].sql".into(), ChainCheck::Prepare),
+            ]
+        );
+    }
+
+    #[test]
+    fn commands_may_create_and_other_databases_do_not() {
+        let found = checks(serde_json::json!({"steps": [
+            {"name": "remote", "sql": "CREATE TABLE t (x int)", "database": "warehouse"},
+            {"name": "local", "sql": "SELECT 1"},
+            {"name": "restore", "shell": "pg_restore -d app dump"},
+            {"name": "after", "sql": "SELECT * FROM restored"},
+        ]}));
+        assert_eq!(
+            found,
+            [
+                (
+                    "spec.steps[0].sql".into(),
+                    ChainCheck::OtherDatabase("warehouse".into())
+                ),
+                ("spec.steps[1].sql".into(), ChainCheck::Prepare),
+                ("spec.steps[3].sql".into(), after("restore")),
+            ]
+        );
+    }
+
+    #[test]
+    fn on_failure_sql_is_checked_unless_a_surviving_step_may_have_created_what_it_uses() {
+        let steps = serde_json::json!([
+            {"name": "make", "sql": "CREATE TABLE IF NOT EXISTS t (x int)"},
+            {"name": "fill", "sql": "INSERT INTO t VALUES (1)"},
+        ]);
+        let handlers = serde_json::json!([
+            {"sql": "INSERT INTO failures (error) VALUES ($1->>'error')"},
+            {"name": "cleanup", "sql": "DROP TABLE IF EXISTS t"},
+            {"sql": "SELECT 1"},
+        ]);
+        // Not transactional: `make` may have run and stayed.
+        let found = checks(serde_json::json!({"steps": steps, "onFailure": handlers}));
+        assert_eq!(found[2], ("spec.onFailure[0].sql".into(), after("make")));
+        // In one transaction the steps are rolled back first; only earlier handlers count.
+        let found =
+            checks(serde_json::json!({"steps": steps, "onFailure": handlers, "transaction": true}));
+        assert_eq!(
+            found[2..],
+            [
+                ("spec.onFailure[0].sql".into(), ChainCheck::Prepare),
+                ("spec.onFailure[1].sql".into(), ChainCheck::Prepare),
+                ("spec.onFailure[2].sql".into(), after("cleanup")),
+            ]
+        );
+    }
 
     #[test]
     fn first_keywords() {
