@@ -827,3 +827,65 @@ async fn a_held_row_released_unchanged_expires_soon_after() {
     );
     running.stop().await;
 }
+
+/// A Timeout's run records follow its own `history`, apart from a job of the same name.
+#[tokio::test]
+async fn timeout_runs_are_pruned_by_the_timeouts_own_history() {
+    let db = common::fresh_db().await;
+    let mut client = db.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE sessions (id int PRIMARY KEY, last_seen timestamp NOT NULL);
+             INSERT INTO sessions SELECT i, localtimestamp - interval '2 hours' FROM generate_series(1, 6) i;",
+        )
+        .await
+        .unwrap();
+    let specs = Specs::new();
+    specs.write(
+        "purge.yaml",
+        &timeout(
+            "purge",
+            "  table: sessions\n  column: last_seen\n  after: 1h\n  delete: true\n  batchSize: 1\n  history: {keepSucceeded: 2}\n",
+        ),
+    );
+    // A job may share the Timeout's name; its own limit is stricter.
+    specs.write(
+        "purge-job.yaml",
+        &common::job("purge", "  sql: SELECT 1\n  history: {keepSucceeded: 1}\n"),
+    );
+    apply_ok(&mut client, &specs).await;
+    let running = start(&db, Duration::from_secs(5));
+    wait_until(
+        &client,
+        "SELECT count(*) = 6 FROM pgsched.runs WHERE job = 'purge' AND kind = 'Timeout'",
+        Duration::from_secs(10),
+    )
+    .await;
+    running.stop().await;
+    client
+        .batch_execute(
+            "INSERT INTO pgsched.runs (job, kind, trigger, status, started_at, finished_at)
+             SELECT 'purge', 'Job', 'manual', 'succeeded', now(), now() FROM generate_series(1, 3)",
+        )
+        .await
+        .unwrap();
+    let pruned = pgsched::store::runs::prune_history(&client, 1000)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 4 + 2);
+    let kept = |kind: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM pgsched.runs WHERE job = 'purge' AND kind = $1",
+                    &[&kind],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(kept("Timeout").await, 2);
+    assert_eq!(kept("Job").await, 1);
+}

@@ -522,6 +522,9 @@ pub struct TimeoutSpec {
     /// No expiry while true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+    /// How many of the loop's run records (one per batch that expired rows) are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
 }
 
 /// Another database that SQL tasks may run on. Secrets are only ever referenced.

@@ -631,6 +631,9 @@ impl Checker<'_, '_> {
         if t.after.0 == Duration::ZERO {
             self.error("spec.after", "must be longer than 0s");
         }
+        if let Some(history) = &t.history {
+            self.positive("spec.history.keepFor", history.keep_for);
+        }
         if let Some(condition) = &t.where_ {
             let shape = scan_sql(condition);
             if shape.statements == 0 {

@@ -429,15 +429,19 @@ pub async fn unregister(c: &impl GenericClient, worker: &str) -> Result<(), Stor
     Ok(())
 }
 
-/// Deletes finished runs past their job's `history` limits, at most `batch` per call, so a
-/// large backlog is pruned in small transactions.
+/// Deletes finished runs past their job's, chain's or Timeout's `history` limits, at most
+/// `batch` per call, so a large backlog is pruned in small transactions. A Timeout may share
+/// its name with a job, so runs are told apart by kind as well as by name.
 pub async fn prune_history(c: &impl GenericClient, batch: i64) -> Result<u64, StoreError> {
     c.execute(
         "DELETE FROM pgsched.runs WHERE id IN (
              SELECT id FROM (
-                 SELECT r.id, r.status, r.finished_at, j.spec->'history' AS h,
-                        row_number() OVER (PARTITION BY r.job, r.status = 'succeeded' ORDER BY r.id DESC) AS n
-                   FROM pgsched.runs r LEFT JOIN pgsched.jobs j ON j.name = r.job
+                 SELECT r.id, r.status, r.finished_at, coalesce(j.spec, t.spec)->'history' AS h,
+                        row_number() OVER (PARTITION BY r.kind = 'Timeout', r.job, r.status = 'succeeded'
+                                           ORDER BY r.id DESC) AS n
+                   FROM pgsched.runs r
+                   LEFT JOIN pgsched.jobs j ON r.kind <> 'Timeout' AND j.name = r.job
+                   LEFT JOIN pgsched.timeouts t ON r.kind = 'Timeout' AND t.name = r.job
                   WHERE r.status IN ('succeeded', 'failed', 'skipped', 'missed', 'cancelled', 'lost')
              ) x
               WHERE (x.status = 'succeeded' AND x.n > coalesce((x.h->>'keepSucceeded')::int, 100))
