@@ -78,11 +78,24 @@ fn build(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = builder.dangerous();
+    // When TLS is never used (disable, or only Unix sockets), no file is read: a URL whose
+    // certificates live elsewhere must still connect over the socket.
+    if settings.mode == SslMode::Disable || settings.unix_only {
+        let config = builder
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        return Ok(MakeRustlsConnect::new(config));
+    }
+    // prefer and allow never check the certificate (as in libpq), so they read no CA either.
+    let checks = matches!(
+        settings.mode,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+    );
     let roots = match &settings.root_cert {
+        _ if !checks => None,
         Some(RootCert::System) => Some(system_roots()?),
         Some(RootCert::File(path)) => Some(roots_from_file(path)?),
-        // Nothing to verify against, and nothing to read, when TLS is never used.
-        None if settings.mode == SslMode::Disable || settings.unix_only => None,
         None => default_root()
             .map(|path| roots_from_file(&path))
             .transpose()?,
@@ -100,9 +113,7 @@ fn build(
         // prefer and allow never check, as in libpq; require without a CA only encrypts.
         _ => Arc::new(AnyCertificate(provider.clone())),
     };
-    let builder = builder
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
+    let builder = builder.with_custom_certificate_verifier(verifier);
     let config = match &settings.client_cert {
         Some((cert, key)) => {
             let chain = certificates(cert, "sslcert")?;
@@ -307,6 +318,25 @@ mod tests {
         for mode in ["disable", "allow", "prefer", "require"] {
             assert!(connector(&settings(&format!("postgres://h/d?sslmode={mode}"))).is_ok());
         }
+    }
+
+    #[test]
+    fn no_file_is_read_where_tls_is_never_used() {
+        let missing =
+            "sslrootcert=/nonexistent/ca.pem sslcert=/nonexistent/c.pem sslkey=/nonexistent/k.pem";
+        for url in [
+            format!("host=/var/run/postgresql sslmode=verify-full {missing}"),
+            format!("host=db sslmode=disable {missing}"),
+            // prefer never checks, so it reads no CA (the client certificate it would send).
+            "host=db sslmode=prefer sslrootcert=/nonexistent/ca.pem".to_string(),
+        ] {
+            assert!(connector(&settings(&url)).is_ok(), "{url}");
+        }
+        let e = connector(&settings(&format!("host=db sslmode=require {missing}")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[test]
