@@ -126,7 +126,7 @@ pub async fn run_timeouts(
     shutdown: CancellationToken,
 ) -> Result<(), TimeoutError> {
     let (mut pg, tls) =
-        crate::store::tls::target(&config.database_url).map_err(TimeoutError::BadUrl)?;
+        crate::store::scheduler_target(&config.database_url).map_err(TimeoutError::BadUrl)?;
     // A listener that only receives would otherwise notice a dead peer (over TCP) only after
     // hours.
     pg.keepalives_idle(Duration::from_secs(30))

@@ -61,6 +61,7 @@ fn tls_server() -> &'static TlsServer {
             "pg_hba.conf",
             "local all all trust\n\
              hostssl all certuser 127.0.0.1/32 cert\n\
+             hostssl all pwuser 127.0.0.1/32 scram-sha-256\n\
              host all postgres 127.0.0.1/32 trust\n",
             0o644,
         );
@@ -416,5 +417,56 @@ async fn the_sidecar_makes_every_connection_over_tls() {
         settled,
         "{tls} encrypted and {plain} plain TCP sessions; log:\n{}",
         sidecar.log()
+    );
+}
+
+/// As with libpq, `PGPASSWORD` gives the scheduler's database its password, so a deployment
+/// keeps the secret out of `--database-url` (the Kubernetes and systemd examples do).
+#[tokio::test]
+async fn pgpassword_supplies_the_scheduler_databases_password() {
+    let s = tls_server();
+    let admin = connect(&s.server.connection_string("postgres"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE pwuser LOGIN SUPERUSER PASSWORD 's3cret';
+                  EXCEPTION WHEN duplicate_object THEN END $$",
+        )
+        .await
+        .unwrap();
+    let db = common::create_db(&s.server).await;
+    let specs = Specs::with(&[("a.yaml", &job("a", "  sql: SELECT 1\n"))]);
+    let url = format!(
+        "postgres://pwuser@localhost:{}/{}?sslmode=require",
+        s.server.port(),
+        db.name
+    );
+    let plan = |password: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgsched"));
+        command
+            .arg("--dir")
+            .arg(specs.path())
+            .args(["--database-url", &url, "plan"])
+            .env_remove("PGPASSWORD");
+        if let Some(password) = password {
+            command.env("PGPASSWORD", password);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = plan(Some("s3cret"));
+    assert_eq!(code, Some(2), "changes pending expected; stderr:\n{stderr}");
+    let (code, stderr) = plan(None);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("password"), "{stderr}");
+    let (code, stderr) = plan(Some("wrong"));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
     );
 }

@@ -66,7 +66,8 @@ impl Databases {
     /// Pools for the scheduler's own database at `default_url` (a tokio-postgres connection
     /// string or URL), each pool holding at most `max_size` connections. Connects lazily.
     pub fn new(default_url: &str, max_size: usize) -> Result<Databases, TaskError> {
-        let (config, tls) = parse_config(default_url).map_err(|reason| TaskError::InvalidUrl {
+        let target = crate::store::scheduler_target(default_url);
+        let (config, tls) = with_defaults(target).map_err(|reason| TaskError::InvalidUrl {
             database: DEFAULT_LABEL.to_string(),
             reason,
         })?;
@@ -171,9 +172,11 @@ impl Databases {
         }
         let label = format!("connection `{name}`");
         let (mut config, tls) =
-            parse_config(&entry.spec.url).map_err(|reason| TaskError::InvalidUrl {
-                database: label.clone(),
-                reason,
+            with_defaults(crate::store::tls::target(&entry.spec.url)).map_err(|reason| {
+                TaskError::InvalidUrl {
+                    database: label.clone(),
+                    reason,
+                }
             })?;
         if let Some(password) =
             read_password(&entry.spec).map_err(|reason| TaskError::Password {
@@ -228,10 +231,13 @@ impl NamedPool {
     }
 }
 
-fn parse_config(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
-    // The parser's messages name the offending part, never echo the whole string, so a
-    // password inside the URL cannot leak through them.
-    let (mut config, tls) = crate::store::tls::target(url)?;
+/// A parsed URL with pgsched's defaults for task connections. The parser's messages name the
+/// offending part, never echo the whole string, so a password inside the URL cannot leak
+/// through them.
+fn with_defaults(
+    target: Result<(tokio_postgres::Config, Tls), String>,
+) -> Result<(tokio_postgres::Config, Tls), String> {
+    let (mut config, tls) = target?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }

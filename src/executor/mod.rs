@@ -172,7 +172,7 @@ pub async fn run_executor(
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
     let stop_listening = CancellationToken::new();
 
-    let (listen_config, listen_tls) = crate::store::tls::target(&config.database_url)
+    let (listen_config, listen_tls) = crate::store::scheduler_target(&config.database_url)
         .map_err(|e| ExecutorError::Setup(format!("invalid database URL: {e}")))?;
     let listener = tokio::spawn(listen(
         listen_config,
@@ -333,7 +333,7 @@ fn is_read_only(e: &StoreError) -> bool {
 }
 
 fn bookkeeping_pool(url: &str) -> Result<deadpool_postgres::Pool, ExecutorError> {
-    let (pg, tls) = crate::store::tls::target(url)
+    let (pg, tls) = crate::store::scheduler_target(url)
         .map_err(|e| ExecutorError::Setup(format!("invalid database URL: {e}")))?;
     let manager = deadpool_postgres::Manager::from_config(
         pg,

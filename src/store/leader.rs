@@ -12,7 +12,7 @@ pub const LOCK_LEADER: i32 = 4;
 /// Opens the dedicated leadership connection, named so that `pg_stat_activity` shows who
 /// leads (`pgsched leader host/pid`).
 pub async fn connect_leader(url: &str, worker: &str) -> Result<Client, StoreError> {
-    let (mut config, tls) = super::tls::target(url).map_err(StoreError::Config)?;
+    let (mut config, tls) = super::scheduler_target(url).map_err(StoreError::Config)?;
     config
         .application_name(format!("pgsched leader {worker}"))
         .keepalives(true)

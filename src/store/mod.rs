@@ -82,10 +82,23 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Opens a connection and drives it on a background task. TLS as the URL's `sslmode` says
-/// ([`tls`]).
+/// The scheduler's own database (`--database-url`): the URL with its TLS ([`tls::target`]), and,
+/// as libpq does, the password from `PGPASSWORD` when the URL has none, so deployments keep
+/// the secret out of the URL. Named Connections never use it: theirs come from their specs.
+pub fn scheduler_target(url: &str) -> Result<(tokio_postgres::Config, tls::Tls), String> {
+    let (mut config, tls) = tls::target(url)?;
+    if config.get_password().is_none() {
+        if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
+            config.password(std::os::unix::ffi::OsStrExt::as_bytes(password.as_os_str()));
+        }
+    }
+    Ok((config, tls))
+}
+
+/// Opens a connection to the scheduler's database ([`scheduler_target`]) and drives it on a
+/// background task.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
-    let (config, tls) = tls::target(url).map_err(StoreError::Config)?;
+    let (config, tls) = scheduler_target(url).map_err(StoreError::Config)?;
     let (client, connection) = config
         .connect(tls)
         .await
