@@ -419,6 +419,10 @@ mod tests {
         let c = ok("host=/var/run/postgresql port=5432 user=postgres sslmode=require");
         assert!(c.tls.unix_only);
         assert_eq!(c.config.get_ssl_mode(), PgMode::Disable);
+        // The systemd example's URL for a server on the same machine.
+        let c = ok("postgres:///app?host=/run/postgresql");
+        assert!(c.tls.unix_only);
+        assert_eq!(c.config.get_dbname(), Some("app"));
         let c = ok("host=/tmp,db.example.com sslmode=require");
         assert!(!c.tls.unix_only);
         assert_eq!(c.config.get_ssl_mode(), PgMode::Require);
