@@ -869,6 +869,15 @@ async fn timeout_runs_are_pruned_by_the_timeouts_own_history() {
         )
         .await
         .unwrap();
+    // Status (and so status files) count each object's own runs, not its namesake's.
+    let status = pgsched::store::report::status(&client, Some("purge"))
+        .await
+        .unwrap();
+    let totals: Vec<(String, i64)> = status
+        .iter()
+        .map(|s| (s.kind.clone(), s.succeeded))
+        .collect();
+    assert_eq!(totals, [("Job".to_string(), 3), ("Timeout".to_string(), 6)]);
     let pruned = pgsched::store::runs::prune_history(&client, 1000)
         .await
         .unwrap();

@@ -214,11 +214,11 @@ async fn objects_with_runs(
                           count(*) FILTER (WHERE status IN ('skipped', 'missed')) AS skipped,
                           max(finished_at) FILTER (WHERE status = 'succeeded') AS last_success,
                           max(scheduled_at) AS last_scheduled
-                     FROM pgsched.runs r WHERE r.job = o.name AND o.kind <> 'Connection') t ON true
+                     FROM pgsched.runs r WHERE r.job = o.name AND r.kind = o.kind) t ON true
                LEFT JOIN LATERAL (
                    SELECT id, status, attempt, started_at, finished_at, duration_ms, worker, error
                      FROM pgsched.runs r
-                    WHERE r.job = o.name AND o.kind <> 'Connection' AND r.status NOT IN ('pending')
+                    WHERE r.job = o.name AND r.kind = o.kind AND r.status NOT IN ('pending')
                     ORDER BY r.id DESC LIMIT 1) l ON true
               WHERE $1::text IS NULL OR o.name = $1
               ORDER BY o.kind, o.name",
