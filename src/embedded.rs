@@ -351,7 +351,7 @@ impl EmbeddedPostgres {
         let (socket_dir, temporary) = choose_socket_dir(&pg.dir)?;
         pg.socket_dir = socket_dir;
         pg.socket_dir_is_temporary = temporary;
-        pg.port = choose_port(&pg.data_dir, &pg.socket_dir);
+        pg.port = choose_port(&pg.data_dir, &pg.socket_dir, pg.listens_on_tcp());
         pg.launch()?;
         pg.stop_on_drop = opts.stop_on_drop;
         Ok(pg)
@@ -494,6 +494,15 @@ impl EmbeddedPostgres {
             cmd.arg("--no-sync");
         }
         run(cmd, "initdb").map(drop)
+    }
+
+    /// Whether the settings give the server a TCP listener (the default has none).
+    fn listens_on_tcp(&self) -> bool {
+        self.settings
+            .iter()
+            .rev()
+            .find(|(name, _)| name.eq_ignore_ascii_case("listen_addresses"))
+            .is_some_and(|(_, value)| !value.trim().is_empty())
     }
 
     fn durability_off(&self) -> bool {
@@ -776,13 +785,17 @@ fn choose_socket_dir(dir: &Path) -> Result<(PathBuf, bool), EmbeddedError> {
 }
 
 /// Deterministic per data directory, so a cluster tends to keep its port across runs; the socket
-/// directory is private, so the only possible clash is with a server we started ourselves.
-fn choose_port(data_dir: &Path, socket_dir: &Path) -> u16 {
+/// directory is private, so the only possible clash is with a server we started ourselves,
+/// unless the settings add a TCP listener: then the port must be free on the loopback too.
+fn choose_port(data_dir: &Path, socket_dir: &Path, tcp: bool) -> u16 {
     let span = u32::from(PORT_HIGH - PORT_LOW);
     let first = fnv1a(data_dir.as_os_str().as_bytes()) % span;
     (0..span)
         .map(|i| PORT_LOW + ((first + i) % span) as u16)
-        .find(|&port| !socket_in_use(socket_dir, port))
+        .find(|&port| {
+            !socket_in_use(socket_dir, port)
+                && (!tcp || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        })
         .unwrap_or(PORT_LOW)
 }
 
@@ -992,8 +1005,21 @@ mod tests {
     #[test]
     fn ports_stay_in_range() {
         let dir = Path::new("/nonexistent/socket");
-        let port = choose_port(Path::new("/some/data"), dir);
+        let port = choose_port(Path::new("/some/data"), dir, false);
         assert!((PORT_LOW..PORT_HIGH).contains(&port));
-        assert_eq!(port, choose_port(Path::new("/some/data"), dir));
+        assert_eq!(port, choose_port(Path::new("/some/data"), dir, false));
+    }
+
+    #[test]
+    fn a_tcp_listener_skips_ports_taken_on_the_loopback() {
+        let dir = Path::new("/nonexistent/socket");
+        let data = Path::new("/some/data");
+        let first = choose_port(data, dir, false);
+        // The port the hash picks, taken by someone else (by us here; if the bind fails, it
+        // was taken already).
+        let _taken = std::net::TcpListener::bind(("127.0.0.1", first));
+        let port = choose_port(data, dir, true);
+        assert_ne!(port, first);
+        assert!((PORT_LOW..PORT_HIGH).contains(&port));
     }
 }

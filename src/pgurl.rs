@@ -89,7 +89,7 @@ pub struct ConnString {
 /// password in it cannot leak into logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("sslmode `{0}` is not one of disable, allow, prefer, require, verify-ca, verify-full")]
+    #[error("sslmode {} is not one of disable, allow, prefer, require, verify-ca, verify-full", shown(.0))]
     BadSslMode(String),
     #[error("`{0}` is given twice")]
     Repeated(&'static str),
@@ -106,10 +106,28 @@ pub enum UrlError {
     Unsupported(&'static str),
     #[error("a quoted value is not closed")]
     UnclosedQuote,
-    #[error("`{0}` has no `=`")]
+    #[error(
+        "{} has no `=`: write `key=value` pairs (`host=db dbname=app`) or a URL starting with postgres://",
+        shown(.0)
+    )]
     MissingEquals(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// A word from a connection string, quoted in a message only when it is plainly a keyword, so a
+/// password (a mistyped scheme sends a whole URL here) never reaches a log or a status file.
+fn shown(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.len() <= 24
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_');
+    if plain {
+        format!("`{word}`")
+    } else {
+        "(a value not shown)".into()
+    }
 }
 
 /// Keys this module consumes; everything else is left for tokio-postgres.
@@ -145,6 +163,13 @@ pub fn parse(s: &str) -> Result<ConnString, UrlError> {
             std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
         )
     })?;
+    // With only `hostaddr`, TLS would have no name to check the certificate against (and
+    // tokio-postgres refuses the handshake): the address is the name, as in libpq.
+    if config.get_hosts().is_empty() {
+        for addr in config.get_hostaddrs().to_vec() {
+            config.host(addr.to_string());
+        }
+    }
     let tls = found.settings(&config)?;
     config.ssl_mode(match tls.mode {
         _ if tls.unix_only => tokio_postgres::config::SslMode::Disable,
@@ -216,8 +241,10 @@ impl Found {
             (Some(_), None) => return Err(UrlError::HalfClientCert(SSLKEY)),
             (None, Some(_)) => return Err(UrlError::HalfClientCert(SSLCERT)),
         };
+        // A socket path with a `hostaddr` still connects over TCP, so it is not Unix-only.
         let hosts = config.get_hosts();
         let unix_only = !hosts.is_empty()
+            && config.get_hostaddrs().is_empty()
             && hosts
                 .iter()
                 .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
@@ -415,6 +442,15 @@ mod tests {
     }
 
     #[test]
+    fn hostaddr_alone_is_the_name_and_a_socket_with_hostaddr_is_tcp() {
+        let c = ok("hostaddr=10.1.2.3 port=6432 sslmode=verify-full");
+        assert_eq!(c.config.get_hosts(), &[Host::Tcp("10.1.2.3".into())]);
+        let c = ok("host=/tmp hostaddr=127.0.0.1 sslmode=verify-full");
+        assert!(!c.tls.unix_only);
+        assert_eq!(c.config.get_ssl_mode(), PgMode::Require);
+    }
+
+    #[test]
     fn unix_sockets_never_use_tls() {
         let c = ok("host=/var/run/postgresql port=5432 user=postgres sslmode=require");
         assert!(c.tls.unix_only);
@@ -454,6 +490,15 @@ mod tests {
             parse("host h").unwrap_err(),
             UrlError::MissingEquals("host".into())
         );
+        // A mistyped scheme is read as key/value text; the message must not quote it.
+        for url in [
+            "postgress://app:hunter2@db/app",
+            "host=db sslmode=hunter2",
+            "host=db password=hun ter2",
+        ] {
+            let e = parse(url).unwrap_err().to_string();
+            assert!(!e.contains("hunter2") && !e.contains("ter2"), "{e}");
+        }
         let e = parse("postgres://u@h/d?nonsense=1")
             .unwrap_err()
             .to_string();

@@ -62,6 +62,7 @@ fn tls_server() -> &'static TlsServer {
             "local all all trust\n\
              hostssl all certuser 127.0.0.1/32 cert\n\
              hostssl all pwuser 127.0.0.1/32 scram-sha-256\n\
+             hostssl all tlsonly 127.0.0.1/32 trust\n\
              host all postgres 127.0.0.1/32 trust\n",
             0o644,
         );
@@ -146,8 +147,17 @@ async fn connect_error(url: &str) -> String {
 async fn every_sslmode_means_what_it_means_in_libpq() {
     let s = tls_server();
     let ca = s.ca.display();
+    // libpq's default CA file, when this machine has one, makes `require` check against it.
+    let home_ca = std::env::var_os("HOME")
+        .map(|h| Path::new(&h).join(".postgresql/root.crt"))
+        .is_some_and(|p| p.exists());
     // Encrypted without checking: prefer (the default) and require without a CA.
-    for extra in ["", "sslmode=prefer", "sslmode=allow", "sslmode=require"] {
+    let modes: &[&str] = if home_ca {
+        &["", "sslmode=prefer", "sslmode=allow"]
+    } else {
+        &["", "sslmode=prefer", "sslmode=allow", "sslmode=require"]
+    };
+    for &extra in modes {
         let client = connect(&s.url("localhost", "postgres", extra))
             .await
             .unwrap_or_else(|e| panic!("{extra}: {e}"));
@@ -196,10 +206,15 @@ async fn every_sslmode_means_what_it_means_in_libpq() {
         .await;
         assert!(e.contains("UnknownIssuer"), "{mode}: {e}");
     }
+    // verify-ca skips the name, never the CA: a wrong CA and a wrong name still fail.
+    let e = connect_error(&s.url(
+        "127.0.0.1",
+        "postgres",
+        &format!("sslmode=verify-ca sslrootcert={}", s.other_ca.display()),
+    ))
+    .await;
+    assert!(e.contains("UnknownIssuer"), "{e}");
     // Checking without a CA says what to set, before any connection is tried.
-    let home_ca = std::env::var_os("HOME")
-        .map(|h| Path::new(&h).join(".postgresql/root.crt"))
-        .is_some_and(|p| p.exists());
     if !home_ca {
         let e = connect_error(&s.url("localhost", "postgres", "sslmode=verify-full")).await;
         assert!(e.contains("sslrootcert"), "{e}");
@@ -296,6 +311,14 @@ async fn the_sidecar_makes_every_connection_over_tls() {
     let s = tls_server();
     let db = common::create_db(&s.server).await;
     let admin = connect(&db.url).await.unwrap();
+    // The sidecar logs in as a role pg_hba admits over TLS only: a plain-text connection of
+    // any of its parts would be refused, not just go unseen between samples.
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE tlsonly LOGIN SUPERUSER; EXCEPTION WHEN duplicate_object THEN END $$",
+        )
+        .await
+        .unwrap();
     admin
         .batch_execute(
             "CREATE TABLE hits (at timestamptz DEFAULT now());
@@ -305,10 +328,10 @@ async fn the_sidecar_makes_every_connection_over_tls() {
         .await
         .unwrap();
     let ca = s.ca.display().to_string();
-    let secure = s.url(
-        "localhost",
-        &db.name,
-        &format!("sslmode=verify-full sslrootcert={ca}"),
+    let secure = format!(
+        "host=localhost port={} user=tlsonly dbname={} sslmode=verify-full sslrootcert={ca}",
+        s.server.port(),
+        db.name
     );
     let wrong_ca = s.url(
         "localhost",
@@ -388,7 +411,23 @@ async fn the_sidecar_makes_every_connection_over_tls() {
         st == "failed" && error.contains("timed out"),
         "{st}: {error}"
     );
-    // The cancel request went over TLS too: the statement is gone from the server.
+    // Ended by the cancel request at 1 s, not by the server's statement_timeout backstop
+    // (timeout + 2 s): the cancel request went over TLS too.
+    let took: i64 = admin
+        .query_one(
+            "SELECT duration_ms FROM pgsched.runs WHERE job = 'slow'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !sidecar.log().contains("cannot send a cancel request"),
+        "{}",
+        sidecar.log()
+    );
+    assert!(took < 2900, "the timed-out run took {took} ms");
+    // And the statement is gone from the server.
     let sleeping = admin
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'

@@ -193,14 +193,20 @@ impl Databases {
     }
 
     /// The TLS connector for a cancel request on a connection of `database`'s pool. A pool
-    /// replaced since (its spec changed) falls back to the scheduler's own settings.
-    pub fn cancel_tls(&self, database: Option<&str>) -> Tls {
-        database
-            .and_then(|name| {
-                let named = self.named.lock().unwrap();
-                named.get(name).and_then(|entry| entry.tls.clone())
-            })
-            .unwrap_or_else(|| self.default_tls.clone())
+    /// replaced since (its spec changed) gets the connector of the current spec: never another
+    /// database's, which could hand the cancel key to a server it does not trust. None when
+    /// the Connection is gone.
+    pub fn cancel_tls(&self, database: Option<&str>) -> Option<Tls> {
+        let Some(name) = database else {
+            return Some(self.default_tls.clone());
+        };
+        let named = self.named.lock().unwrap();
+        let entry = named.get(name)?;
+        entry.tls.clone().or_else(|| {
+            crate::store::tls::target(&entry.spec.url)
+                .ok()
+                .map(|(_, tls)| tls)
+        })
     }
 
     /// Drops the pool of `name` if it is still `pool` (a concurrent `set_connections` may

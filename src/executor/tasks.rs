@@ -364,9 +364,16 @@ async fn execute_sql(
     // Dropping the query would leave the backend running it: ask the server to cancel, and
     // wait for the statement to end, so nothing of this run is still running once recorded.
     // The cancel request opens a connection of its own, with the same TLS as the session's.
-    let tls = ctx.databases.cancel_tls(ctx.database);
-    if let Err(e) = client.cancel_token().cancel_query(tls).await {
-        tracing::warn!(error = %describe_pg_error(&e), "cannot send a cancel request for a SQL task");
+    match ctx.databases.cancel_tls(ctx.database) {
+        Some(tls) => {
+            if let Err(e) = client.cancel_token().cancel_query(tls).await {
+                tracing::warn!(error = %describe_pg_error(&e), "cannot send a cancel request for a SQL task");
+            }
+        }
+        None => tracing::warn!(
+            "cannot send a cancel request for a SQL task: its Connection is gone; the statement \
+             runs on until it ends (or its statement_timeout, when the task has a timeout)"
+        ),
     }
     if tokio::time::timeout(CANCEL_WAIT, work).await.is_err() {
         tracing::warn!("a cancelled SQL statement did not end within {CANCEL_WAIT:?}");

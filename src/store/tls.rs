@@ -17,13 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::server::ParsedCertificate;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::pgurl::{ConnString, RootCert, SslMode, TlsSettings};
@@ -83,9 +82,12 @@ fn build(
     // certificates live elsewhere must still connect over the socket.
     if settings.mode == SslMode::Disable || settings.unix_only {
         let config = builder
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_custom_certificate_verifier(Arc::new(NameNotChecked {
+                roots: None,
+                provider,
+            }))
             .with_no_client_auth();
-        return Ok(MakeRustlsConnect::new(config));
+        return Ok(finish(config));
     }
     // prefer and allow never check the certificate (as in libpq), so they read no CA either.
     let checks = matches!(
@@ -102,16 +104,20 @@ fn build(
     };
     let verifier: Arc<dyn ServerCertVerifier> = match (settings.mode, roots) {
         (SslMode::VerifyFull, Some(roots)) => webpki(roots, &provider)?,
-        (SslMode::VerifyCa | SslMode::Require, Some(roots)) => {
-            Arc::new(AnyName(webpki(roots, &provider)?))
-        }
+        (SslMode::VerifyCa | SslMode::Require, Some(roots)) => Arc::new(NameNotChecked {
+            roots: Some(Arc::new(roots)),
+            provider: provider.clone(),
+        }),
         (mode, None) if mode.verifies() => {
             return Err(TlsError::NoRoots {
                 mode: mode.as_str(),
             })
         }
         // prefer and allow never check, as in libpq; require without a CA only encrypts.
-        _ => Arc::new(AnyCertificate(provider.clone())),
+        _ => Arc::new(NameNotChecked {
+            roots: None,
+            provider: provider.clone(),
+        }),
     };
     let builder = builder.with_custom_certificate_verifier(verifier);
     let config = match &settings.client_cert {
@@ -128,7 +134,14 @@ fn build(
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(MakeRustlsConnect::new(config))
+    Ok(finish(config))
+}
+
+/// PostgreSQL 17 servers require the `postgresql` ALPN protocol for direct TLS
+/// (`sslnegotiation=direct`); older servers ignore it. libpq 17 always sends it.
+fn finish(mut config: ClientConfig) -> Tls {
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    MakeRustlsConnect::new(config)
 }
 
 /// Parses `url` and builds its connector: what every connection of pgsched starts from.
@@ -194,69 +207,36 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the name in the certificate is not
-/// compared with the host (webpki checks the chain first, so a name error means the chain
-/// passed).
+/// The verifier of every mode but `verify-full`, which is webpki's own. With roots
+/// (`verify-ca`, and `require` given a CA) the chain must lead to one of them, but the name in the
+/// certificate is not compared with the host; without (`prefer`, `allow`, `require` without a
+/// CA) any certificate is taken, as libpq does. The handshake signatures are checked either
+/// way, so the peer holds the key of the certificate it sent.
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct NameNotChecked {
+    roots: Option<Arc<RootCertStore>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for NameNotChecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without a CA: encrypted, but any certificate is taken, as libpq does.
-/// The handshake signatures are still checked, so the peer holds the certificate's key.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -270,7 +250,7 @@ impl ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -284,12 +264,14 @@ impl ServerCertVerifier for AnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
