@@ -182,6 +182,73 @@ pub fn parse(s: &str) -> Result<ConnString, UrlError> {
     Ok(ConnString { config, tls })
 }
 
+/// What a password file is searched with, as libpq does: (host, port, database, user) of the
+/// first host; a Unix socket counts as `localhost`; the database defaults to the user. None
+/// without a user (nothing could match).
+pub fn pgpass_key(config: &tokio_postgres::Config) -> Option<(String, u16, String, String)> {
+    let user = config.get_user()?.to_string();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().unwrap_or(&user).to_string();
+    Some((host, port, database, user))
+}
+
+/// The password a `.pgpass` file gives: libpq's format, `hostname:port:database:username:password`
+/// per line, `*` matching anything in the first four fields, `\` escaping `:` and `\`, `#`
+/// starting a comment line, the first matching line winning.
+pub fn pgpass_lookup(
+    text: &str,
+    host: &str,
+    port: u16,
+    database: &str,
+    user: &str,
+) -> Option<String> {
+    let port = port.to_string();
+    let wanted = [host, port.as_str(), database, user];
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let fields = split_pgpass_line(line);
+            if fields.len() < 5 {
+                return None;
+            }
+            let matches = fields[..4]
+                .iter()
+                .zip(wanted)
+                .all(|((field, escaped), want)| (field == "*" && !escaped) || field == want);
+            // A password may itself hold `:`; everything after the fourth separator is it.
+            matches.then(|| {
+                fields[4..]
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
+        })
+}
+
+/// A `.pgpass` line split at unescaped `:`, each field with whether it had an escape (so `\*`
+/// is a literal star, not the wildcard).
+fn split_pgpass_line(line: &str) -> Vec<(String, bool)> {
+    let mut fields = vec![(String::new(), false)];
+    let mut chars = line.trim_end_matches('\r').chars();
+    while let Some(c) = chars.next() {
+        let field = fields.last_mut().expect("never empty");
+        match c {
+            '\\' => {
+                field.1 = true;
+                field.0.extend(chars.next());
+            }
+            ':' => fields.push((String::new(), false)),
+            c => field.0.push(c),
+        }
+    }
+    fields
+}
+
 fn is_url(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
@@ -439,6 +506,49 @@ mod tests {
             parse("postgres://h/d?sslrootcert=system&sslmode=require").unwrap_err(),
             UrlError::SystemRootsNeedVerifyFull
         );
+    }
+
+    #[test]
+    fn pgpass_lines_match_like_libpq() {
+        let text = "# comment\n\
+                    db.example.com:5432:app:alice:first\n\
+                    *:*:*:alice:fallback\n\
+                    localhost:6432:*:bob:with\\:colon\\\\\n\
+                    \\*:*:*:carol:literal-star\n\
+                    other:*:*:dave:a:b:c\n";
+        let find = |h, p, d, u| pgpass_lookup(text, h, p, d, u);
+        assert_eq!(
+            find("db.example.com", 5432, "app", "alice").as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            find("db.example.com", 5433, "app", "alice").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(
+            find("localhost", 6432, "x", "bob").as_deref(),
+            Some("with:colon\\")
+        );
+        assert_eq!(find("localhost", 5432, "x", "bob"), None);
+        assert_eq!(find("anything", 1, "x", "carol"), None);
+        assert_eq!(find("*", 1, "x", "carol").as_deref(), Some("literal-star"));
+        // Unescaped colons after the fourth field belong to the password.
+        assert_eq!(find("other", 1, "x", "dave").as_deref(), Some("a:b:c"));
+        assert_eq!(find("h", 1, "d", "nobody"), None);
+    }
+
+    #[test]
+    fn the_pgpass_key_defaults_as_libpq_does() {
+        let key = |s: &str| pgpass_key(&ok(s).config);
+        assert_eq!(
+            key("postgres://alice@db.example.com/app"),
+            Some(("db.example.com".into(), 5432, "app".into(), "alice".into()))
+        );
+        assert_eq!(
+            key("host=/run/postgresql port=6432 user=bob"),
+            Some(("localhost".into(), 6432, "bob".into(), "bob".into()))
+        );
+        assert_eq!(key("host=db dbname=app"), None);
     }
 
     #[test]

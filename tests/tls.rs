@@ -462,7 +462,7 @@ async fn the_sidecar_makes_every_connection_over_tls() {
 /// As with libpq, `PGPASSWORD` gives the scheduler's database its password, so a deployment
 /// keeps the secret out of `--database-url` (the Kubernetes and systemd examples do).
 #[tokio::test]
-async fn pgpassword_supplies_the_scheduler_databases_password() {
+async fn pgpassword_or_pgpass_supplies_the_scheduler_databases_password() {
     let s = tls_server();
     let admin = connect(&s.server.connection_string("postgres"))
         .await
@@ -481,12 +481,16 @@ async fn pgpassword_supplies_the_scheduler_databases_password() {
         s.server.port(),
         db.name
     );
+    // A HOME of its own: no ~/.pgpass of this machine's interferes, and one is written below.
+    let home = tempfile::tempdir().unwrap();
     let plan = |password: Option<&str>| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgsched"));
         command
             .arg("--dir")
             .arg(specs.path())
             .args(["--database-url", &url, "plan"])
+            .env("HOME", home.path())
+            .env_remove("PGPASSFILE")
             .env_remove("PGPASSWORD");
         if let Some(password) = password {
             command.env("PGPASSWORD", password);
@@ -508,4 +512,26 @@ async fn pgpassword_supplies_the_scheduler_databases_password() {
         stderr.contains("password authentication failed"),
         "{stderr}"
     );
+
+    // Or ~/.pgpass, as with psql, first matching line winning, when it is private.
+    let pgpass = home.path().join(".pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "# other servers first\nelsewhere:*:*:pwuser:wrong\nlocalhost:{}:*:pwuser:s3cret\n*:*:*:*:wrong\n",
+            s.server.port()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stderr) = plan(None);
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    // PGPASSWORD comes first.
+    let (code, _) = plan(Some("wrong"));
+    assert_eq!(code, Some(1));
+    // A file others can read is ignored, with a warning, as libpq does.
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = plan(None);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("chmod 0600"), "{stderr}");
 }

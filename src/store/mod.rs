@@ -83,16 +83,44 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
 }
 
 /// The scheduler's own database (`--database-url`): the URL with its TLS ([`tls::target`]), and,
-/// as libpq does, the password from `PGPASSWORD` when the URL has none, so deployments keep
-/// the secret out of the URL. Named Connections never use it: theirs come from their specs.
+/// as libpq does, when the URL has no password, the one from `PGPASSWORD`, else from the
+/// password file (`PGPASSFILE`, default `~/.pgpass`), so deployments keep the secret out of
+/// the URL. Named Connections never use these: theirs come from their specs.
 pub fn scheduler_target(url: &str) -> Result<(tokio_postgres::Config, tls::Tls), String> {
+    use std::os::unix::ffi::OsStrExt;
     let (mut config, tls) = tls::target(url)?;
     if config.get_password().is_none() {
         if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
-            config.password(std::os::unix::ffi::OsStrExt::as_bytes(password.as_os_str()));
+            config.password(password.as_bytes());
+        } else if let Some(password) = password_from_file(&config) {
+            config.password(password);
         }
     }
     Ok((config, tls))
+}
+
+/// The password file's entry for `config`, if the file exists, is private, and has one.
+fn password_from_file(config: &tokio_postgres::Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = match std::env::var_os("PGPASSFILE") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::path::Path::new(&std::env::var_os("HOME")?).join(".pgpass"),
+    };
+    let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        // libpq's rule: a password file others can read is ignored, with a warning.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                file = %path.display(),
+                "the password file has group or world access and is ignored; chmod 0600 it"
+            )
+        });
+        return None;
+    }
+    let (host, port, database, user) = crate::pgurl::pgpass_key(config)?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    crate::pgurl::pgpass_lookup(&text, &host, port, &database, &user)
 }
 
 /// Opens a connection to the scheduler's database ([`scheduler_target`]) and drives it on a
