@@ -89,8 +89,24 @@ pub struct ConnString {
 /// password in it cannot leak into logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("sslmode {} is not one of disable, allow, prefer, require, verify-ca, verify-full", shown(.0))]
+    #[error(
+        "sslmode {} is not one of disable, allow, prefer, require, verify-ca, verify-full{}",
+        shown_mode(.0),
+        mode_hint(.0)
+    )]
     BadSslMode(String),
+    #[error("an option pgsched does not know{} (the option is not quoted: it may be part of a password)", did_you_mean(.0))]
+    UnknownKey(String),
+    #[error(
+        "a Unix socket `host` with `hostaddr` leaves TLS no name to check: give `host` the \
+         server's name (hostaddr still says where to connect), or drop `hostaddr`"
+    )]
+    SocketWithHostaddr,
+    #[error(
+        "sslmode=verify-full needs a host name to check the certificate against: give `host` \
+         (hostaddr still says where to connect)"
+    )]
+    VerifyFullWithoutHost,
     #[error("`{0}` is given twice")]
     Repeated(&'static str),
     #[error("`{0}` has an empty value")]
@@ -115,19 +131,109 @@ pub enum UrlError {
     Other(String),
 }
 
-/// A word from a connection string, quoted in a message only when it is plainly a keyword, so a
-/// password (a mistyped scheme sends a whole URL here) never reaches a log or a status file.
+/// The keywords a connection string may hold: libpq's, and tokio-postgres' own spelling
+/// `keepalives_retries`. Only these are ever quoted in a message: any other word may be a piece
+/// of a password (`password=correct horse` splits into `horse`, a mistyped scheme sends a whole
+/// URL here), and must not reach a log or a status file.
+const KEYWORDS: [&str; 41] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "require_auth",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "keepalives_retries",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+];
+/// Newer than the list above, kept apart so the array's length stays readable.
+const MORE_KEYWORDS: [&str; 1] = ["load_balance_hosts"];
+
+fn is_keyword(word: &str) -> bool {
+    KEYWORDS.contains(&word) || MORE_KEYWORDS.contains(&word)
+}
+
+/// `word` quoted when it is a keyword, else a placeholder.
 fn shown(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.len() <= 24
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_');
-    if plain {
+    if is_keyword(word) {
         format!("`{word}`")
     } else {
-        "(a value not shown)".into()
+        "(a part not shown)".into()
     }
+}
+
+const MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// The real mode a wrong sslmode is a near miss of: a typo, not a secret.
+fn near_mode(value: &str) -> Option<&'static str> {
+    MODES
+        .iter()
+        .copied()
+        .find(|m| strsim::damerau_levenshtein(m, value) <= 2 && value.len() <= 12)
+}
+
+/// A wrong sslmode is quoted only when it is a near miss of a real one.
+fn shown_mode(value: &str) -> String {
+    match near_mode(value) {
+        Some(_) => format!("`{value}`"),
+        None => "(value not shown)".into(),
+    }
+}
+
+fn mode_hint(value: &str) -> String {
+    near_mode(value)
+        .map(|mode| format!(" (did you mean `{mode}`?)"))
+        .unwrap_or_default()
+}
+
+fn did_you_mean(key: &str) -> String {
+    KEYWORDS
+        .iter()
+        .chain(&MORE_KEYWORDS)
+        .map(|k| (strsim::damerau_levenshtein(k, key), k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len() / 2)
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
 }
 
 /// Keys this module consumes; everything else is left for tokio-postgres.
@@ -163,14 +269,28 @@ pub fn parse(s: &str) -> Result<ConnString, UrlError> {
             std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
         )
     })?;
-    // With only `hostaddr`, TLS would have no name to check the certificate against (and
-    // tokio-postgres refuses the handshake): the address is the name, as in libpq.
-    if config.get_hosts().is_empty() {
-        for addr in config.get_hostaddrs().to_vec() {
-            config.host(addr.to_string());
+    let tls = found.settings(&config)?;
+    if !config.get_hostaddrs().is_empty() {
+        let hosts = config.get_hosts();
+        if hosts
+            .iter()
+            .any(|h| matches!(h, tokio_postgres::config::Host::Unix(_)))
+        {
+            // tokio-postgres would connect over TCP with no name for TLS, and refuse the
+            // handshake (or, before pgsched read this case, go without TLS).
+            return Err(UrlError::SocketWithHostaddr);
+        }
+        if hosts.is_empty() {
+            // libpq refuses verify-full without a host name; the weaker modes do not look at
+            // the name, so the address stands in for it (tokio-postgres needs one for TLS).
+            if tls.mode == SslMode::VerifyFull {
+                return Err(UrlError::VerifyFullWithoutHost);
+            }
+            for addr in config.get_hostaddrs().to_vec() {
+                config.host(addr.to_string());
+            }
         }
     }
-    let tls = found.settings(&config)?;
     config.ssl_mode(match tls.mode {
         _ if tls.unix_only => tokio_postgres::config::SslMode::Disable,
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
@@ -183,22 +303,37 @@ pub fn parse(s: &str) -> Result<ConnString, UrlError> {
 }
 
 /// What a password file is searched with, as libpq does: (host, port, database, user) of the
-/// first host; a Unix socket counts as `localhost`; the database defaults to the user. None
-/// without a user (nothing could match).
-pub fn pgpass_key(config: &tokio_postgres::Config) -> Option<(String, u16, String, String)> {
-    let user = config.get_user()?.to_string();
+/// first host. A Unix socket is matched by its directory, except the usual default
+/// directories, which count as `localhost`; the user defaults to `os_user` (as tokio-postgres
+/// does when connecting) and the database to the user.
+pub fn pgpass_key(
+    config: &tokio_postgres::Config,
+    os_user: impl FnOnce() -> Option<String>,
+) -> Option<(String, u16, String, String)> {
+    let user = match config.get_user() {
+        Some(user) => user.to_string(),
+        None => os_user()?,
+    };
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "localhost".to_string(),
+        Some(tokio_postgres::config::Host::Unix(dir)) => {
+            let dir = dir.to_string_lossy();
+            match dir.trim_end_matches('/') {
+                "/tmp" | "/var/run/postgresql" | "/run/postgresql" => "localhost".to_string(),
+                _ => dir.into_owned(),
+            }
+        }
+        None => "localhost".to_string(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let database = config.get_dbname().unwrap_or(&user).to_string();
     Some((host, port, database, user))
 }
 
-/// The password a `.pgpass` file gives: libpq's format, `hostname:port:database:username:password`
-/// per line, `*` matching anything in the first four fields, `\` escaping `:` and `\`, `#`
-/// starting a comment line, the first matching line winning.
+/// The password a `.pgpass` file gives, read as libpq reads it:
+/// `hostname:port:database:username:password` per line, `*` matching anything in the first four
+/// fields, `\` escaping `:` and `\`, `#` in the first column starting a comment, the first
+/// matching line winning, and the password ending at the next unescaped `:`.
 pub fn pgpass_lookup(
     text: &str,
     host: &str,
@@ -209,7 +344,7 @@ pub fn pgpass_lookup(
     let port = port.to_string();
     let wanted = [host, port.as_str(), database, user];
     text.lines()
-        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
             let fields = split_pgpass_line(line);
             if fields.len() < 5 {
@@ -219,19 +354,12 @@ pub fn pgpass_lookup(
                 .iter()
                 .zip(wanted)
                 .all(|((field, escaped), want)| (field == "*" && !escaped) || field == want);
-            // A password may itself hold `:`; everything after the fourth separator is it.
-            matches.then(|| {
-                fields[4..]
-                    .iter()
-                    .map(|(f, _)| f.as_str())
-                    .collect::<Vec<_>>()
-                    .join(":")
-            })
+            matches.then(|| fields[4].0.clone())
         })
 }
 
 /// A `.pgpass` line split at unescaped `:`, each field with whether it had an escape (so `\*`
-/// is a literal star, not the wildcard).
+/// is a literal star, not the wildcard). A `\` at the very end stays, as in libpq.
 fn split_pgpass_line(line: &str) -> Vec<(String, bool)> {
     let mut fields = vec![(String::new(), false)];
     let mut chars = line.trim_end_matches('\r').chars();
@@ -240,7 +368,7 @@ fn split_pgpass_line(line: &str) -> Vec<(String, bool)> {
         match c {
             '\\' => {
                 field.1 = true;
-                field.0.extend(chars.next());
+                field.0.push(chars.next().unwrap_or('\\'));
             }
             ':' => fields.push((String::new(), false)),
             c => field.0.push(c),
@@ -308,10 +436,8 @@ impl Found {
             (Some(_), None) => return Err(UrlError::HalfClientCert(SSLKEY)),
             (None, Some(_)) => return Err(UrlError::HalfClientCert(SSLCERT)),
         };
-        // A socket path with a `hostaddr` still connects over TCP, so it is not Unix-only.
         let hosts = config.get_hosts();
         let unix_only = !hosts.is_empty()
-            && config.get_hostaddrs().is_empty()
             && hosts
                 .iter()
                 .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
@@ -342,6 +468,8 @@ fn split_url(s: &str) -> Result<Split, UrlError> {
         let key = decode(key);
         if is_tls_key(&key) {
             taken.push((key, decode(value)));
+        } else if !is_keyword(&key) {
+            return Err(UrlError::UnknownKey(key));
         } else {
             kept.push(part);
         }
@@ -380,6 +508,7 @@ fn split_key_values(s: &str) -> Result<Split, UrlError> {
         if chars.next() != Some('=') {
             return Err(UrlError::MissingEquals(key));
         }
+        // A value after a space (`sslrootcert= /ca.pem`) is libpq's grammar too.
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
         if chars.next_if_eq(&'\'').is_some() {
@@ -402,6 +531,8 @@ fn split_key_values(s: &str) -> Result<Split, UrlError> {
         }
         if is_tls_key(&key) {
             taken.push((key, value));
+        } else if !is_keyword(&key) {
+            return Err(UrlError::UnknownKey(key));
         } else {
             if !kept.is_empty() {
                 kept.push(' ');
@@ -510,13 +641,21 @@ mod tests {
 
     #[test]
     fn pgpass_lines_match_like_libpq() {
-        let text = "# comment\n\
-                    db.example.com:5432:app:alice:first\n\
-                    *:*:*:alice:fallback\n\
-                    localhost:6432:*:bob:with\\:colon\\\\\n\
-                    \\*:*:*:carol:literal-star\n\
-                    other:*:*:dave:a:b:c\n";
-        let find = |h, p, d, u| pgpass_lookup(text, h, p, d, u);
+        let text = [
+            "# comment",
+            "db.example.com:5432:app:alice:first",
+            "*:*:*:alice:fallback",
+            r"localhost:6432:*:bob:with\:colon\\",
+            r"\*:*:*:carol:literal-star",
+            "other:*:*:dave:a:b:c",
+            " #x:*:*:erin:not-a-comment-only-column-1-is",
+            "/srv/pg:5432:*:fay:socket",
+            r"*:*:*:gus:ends-in\",
+            "*:*:*:hal:",
+            "short:line",
+        ]
+        .join("\n");
+        let find = |h, p, d, u| pgpass_lookup(&text, h, p, d, u);
         assert_eq!(
             find("db.example.com", 5432, "app", "alice").as_deref(),
             Some("first")
@@ -527,19 +666,26 @@ mod tests {
         );
         assert_eq!(
             find("localhost", 6432, "x", "bob").as_deref(),
-            Some("with:colon\\")
+            Some(r"with:colon\")
         );
         assert_eq!(find("localhost", 5432, "x", "bob"), None);
         assert_eq!(find("anything", 1, "x", "carol"), None);
         assert_eq!(find("*", 1, "x", "carol").as_deref(), Some("literal-star"));
-        // Unescaped colons after the fourth field belong to the password.
-        assert_eq!(find("other", 1, "x", "dave").as_deref(), Some("a:b:c"));
+        // The password ends at the next unescaped colon, as in libpq.
+        assert_eq!(find("other", 1, "x", "dave").as_deref(), Some("a"));
+        assert_eq!(
+            find(" #x", 1, "x", "erin").as_deref(),
+            Some("not-a-comment-only-column-1-is")
+        );
+        assert_eq!(find("/srv/pg", 5432, "x", "fay").as_deref(), Some("socket"));
+        assert_eq!(find("h", 1, "d", "gus").as_deref(), Some(r"ends-in\"));
+        assert_eq!(find("h", 1, "d", "hal").as_deref(), Some(""));
         assert_eq!(find("h", 1, "d", "nobody"), None);
     }
 
     #[test]
     fn the_pgpass_key_defaults_as_libpq_does() {
-        let key = |s: &str| pgpass_key(&ok(s).config);
+        let key = |s: &str| pgpass_key(&ok(s).config, || Some("osuser".into()));
         assert_eq!(
             key("postgres://alice@db.example.com/app"),
             Some(("db.example.com".into(), 5432, "app".into(), "alice".into()))
@@ -548,16 +694,37 @@ mod tests {
             key("host=/run/postgresql port=6432 user=bob"),
             Some(("localhost".into(), 6432, "bob".into(), "bob".into()))
         );
-        assert_eq!(key("host=db dbname=app"), None);
+        // Another socket directory is matched by its path.
+        assert_eq!(
+            key("host=/srv/pg user=bob").map(|k| k.0),
+            Some("/srv/pg".into())
+        );
+        // Without a user, the OS user, as when connecting.
+        assert_eq!(
+            key("host=db dbname=app"),
+            Some(("db".into(), 5432, "app".into(), "osuser".into()))
+        );
     }
 
     #[test]
     fn hostaddr_alone_is_the_name_and_a_socket_with_hostaddr_is_tcp() {
-        let c = ok("hostaddr=10.1.2.3 port=6432 sslmode=verify-full");
+        let c = ok("hostaddr=10.1.2.3 port=6432 sslmode=verify-ca");
         assert_eq!(c.config.get_hosts(), &[Host::Tcp("10.1.2.3".into())]);
-        let c = ok("host=/tmp hostaddr=127.0.0.1 sslmode=verify-full");
-        assert!(!c.tls.unix_only);
-        assert_eq!(c.config.get_ssl_mode(), PgMode::Require);
+        let c = ok("hostaddr=10.1.2.3");
+        assert_eq!(c.config.get_hosts(), &[Host::Tcp("10.1.2.3".into())]);
+        assert_eq!(
+            parse("hostaddr=10.1.2.3 sslmode=verify-full").unwrap_err(),
+            UrlError::VerifyFullWithoutHost
+        );
+        // It would connect over TCP with no name for TLS (and once went without TLS at all).
+        for mode in ["prefer", "verify-full"] {
+            assert_eq!(
+                parse(&format!("host=/tmp hostaddr=127.0.0.1 sslmode={mode}")).unwrap_err(),
+                UrlError::SocketWithHostaddr
+            );
+        }
+        let c = ok("host=db.example.com hostaddr=10.1.2.3 sslmode=verify-full");
+        assert_eq!(c.config.get_hosts(), &[Host::Tcp("db.example.com".into())]);
     }
 
     #[test]
@@ -600,19 +767,34 @@ mod tests {
             parse("host h").unwrap_err(),
             UrlError::MissingEquals("host".into())
         );
-        // A mistyped scheme is read as key/value text; the message must not quote it.
-        for url in [
-            "postgress://app:hunter2@db/app",
-            "host=db sslmode=hunter2",
-            "host=db password=hun ter2",
+        // A mistyped scheme is read as key/value text; the message must not quote it, nor any
+        // piece of a password that a space split off.
+        for (url, secret) in [
+            ("postgress://app:hunter2@db/app", "hunter2"),
+            ("host=db sslmode=hunter2", "hunter2"),
+            ("host=db password=hun ter2", "ter2"),
+            ("host=db password=correct horse battery", "horse"),
+            ("host=db password=a b=c", "`b`"),
+            ("postgres://db/app?password=x&pass%20word=y", "pass word"),
         ] {
             let e = parse(url).unwrap_err().to_string();
-            assert!(!e.contains("hunter2") && !e.contains("ter2"), "{e}");
+            assert!(!e.contains(secret), "{url}: {e}");
         }
-        let e = parse("postgres://u@h/d?nonsense=1")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("nonsense"), "{e}");
+        let e = parse("host=db sslmdoe=require").unwrap_err().to_string();
+        assert!(e.contains("did you mean `sslmode`"), "{e}");
+        let e = parse("host=db sslmode=requried").unwrap_err().to_string();
+        assert!(
+            e.starts_with("sslmode `requried` is not one of")
+                && e.ends_with("(did you mean `require`?)"),
+            "{e}"
+        );
+        // A libpq keyword that tokio-postgres does not take is named (it is no secret).
+        let e = parse("host=db gssencmode=disable").unwrap_err().to_string();
+        assert!(e.contains("gssencmode"), "{e}");
+        assert_eq!(
+            parse("postgres://u@h/d?nonsense=1").unwrap_err(),
+            UrlError::UnknownKey("nonsense".into())
+        );
         let e = parse("host=h password=hunter2 bogus=1")
             .unwrap_err()
             .to_string();

@@ -359,12 +359,14 @@ async fn run_sql_on_works_inside_the_callers_transaction() {
         timeout: Some(Duration::from_secs(30)),
         ..context(&s.databases, &params)
     };
+    let tls = s.databases.default_tls();
     let tx = client.transaction().await.unwrap();
-    let outcome = run_sql_on(&tx, "INSERT INTO t VALUES (($1->>'x')::int)", &ctx).await;
+    let outcome = run_sql_on(&tx, &tls, "INSERT INTO t VALUES (($1->>'x')::int)", &ctx).await;
     assert_status(&outcome, Outcome::Succeeded);
     assert_eq!(outcome.rows_affected, Some(1));
     let outcome = run_sql_on(
         &tx,
+        &tls,
         "INSERT INTO t VALUES (6); INSERT INTO t VALUES (7)",
         &ctx,
     )
@@ -392,7 +394,13 @@ async fn run_sql_on_times_out_and_cancels() {
         ..context(&s.databases, &params)
     };
     let started = Instant::now();
-    let outcome = run_sql_on(&client, "SELECT pg_sleep(30)", &ctx).await;
+    let outcome = run_sql_on(
+        &client,
+        &s.databases.default_tls(),
+        "SELECT pg_sleep(30)",
+        &ctx,
+    )
+    .await;
     assert_status(&outcome, Outcome::TimedOut);
     assert!(
         started.elapsed() < Duration::from_secs(2),

@@ -411,22 +411,13 @@ async fn the_sidecar_makes_every_connection_over_tls() {
         st == "failed" && error.contains("timed out"),
         "{st}: {error}"
     );
-    // Ended by the cancel request at 1 s, not by the server's statement_timeout backstop
-    // (timeout + 2 s): the cancel request went over TLS too.
-    let took: i64 = admin
-        .query_one(
-            "SELECT duration_ms FROM pgsched.runs WHERE job = 'slow'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    // The cancel request went out over TLS too (a failed one is logged; the server's
+    // statement_timeout would still end the statement, so the log is what tells).
     assert!(
         !sidecar.log().contains("cannot send a cancel request"),
         "{}",
         sidecar.log()
     );
-    assert!(took < 2900, "the timed-out run took {took} ms");
     // And the statement is gone from the server.
     let sleeping = admin
         .query_one(

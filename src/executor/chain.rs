@@ -612,6 +612,8 @@ struct Transaction<'d> {
     databases: &'d Databases,
     database: Option<&'d str>,
     conn: Option<deadpool_postgres::Object>,
+    /// The connector `conn` was made with, for cancel requests.
+    tls: Option<crate::store::tls::Tls>,
     /// Whether BEGIN ran (so there is work to commit or roll back).
     began: bool,
     /// Close the connection at the end instead of returning it to the pool.
@@ -624,6 +626,7 @@ impl<'d> Transaction<'d> {
             databases,
             database,
             conn: None,
+            tls: None,
             began: false,
             discard: false,
         }
@@ -645,8 +648,8 @@ impl<'d> Transaction<'d> {
                 _ = sleep_for(ctx.timeout) => return (interrupted(Outcome::TimedOut, "timed out waiting for a connection"), true),
                 got = self.databases.get(self.database) => got,
             };
-            let conn = match got {
-                Ok(conn) => conn,
+            let (conn, tls) = match got {
+                Ok(got) => got,
                 Err(e) => return (failed(e.to_string()), true),
             };
             if let Err(e) = conn.batch_execute("BEGIN").await {
@@ -654,6 +657,7 @@ impl<'d> Transaction<'d> {
                 return (failed(describe_pg_error(&e)), true);
             }
             self.conn = Some(conn);
+            self.tls = Some(tls);
             self.began = true;
         }
         let client: &tokio_postgres::Client = self.conn.as_ref().expect("connected");
@@ -672,7 +676,8 @@ impl<'d> Transaction<'d> {
                 );
             }
         }
-        let mut outcome = run_sql_on(client, sql, ctx).await;
+        let tls = self.tls.as_ref().expect("set with the connection");
+        let mut outcome = run_sql_on(client, tls, sql, ctx).await;
         if matches!(outcome.status, Outcome::TimedOut | Outcome::Cancelled) {
             self.discard = true;
         }

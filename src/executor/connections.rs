@@ -47,7 +47,7 @@ pub struct Databases {
 struct NamedPool {
     spec: ConnectionSpec,
     pool: Option<Pool>,
-    /// The TLS connector of the pool, kept for cancel requests on its connections.
+    /// The TLS connector of the pool, set with it.
     tls: Option<Tls>,
 }
 
@@ -102,17 +102,19 @@ impl Databases {
         *named = next;
     }
 
-    /// A connection to the task's database: the scheduler's own when `database` is `None`,
-    /// else the `Connection` object of that name.
-    pub async fn get(&self, database: Option<&str>) -> Result<Object, TaskError> {
+    /// A connection to the task's database (the scheduler's own when `database` is `None`,
+    /// else the `Connection` object of that name), with the TLS connector it was made with:
+    /// a cancel request for it must go out the same way, whatever the specs say by then.
+    pub async fn get(&self, database: Option<&str>) -> Result<(Object, Tls), TaskError> {
         let Some(name) = database else {
             return self
                 .default
                 .get()
                 .await
+                .map(|object| (object, self.default_tls.clone()))
                 .map_err(|e| pool_error(DEFAULT_LABEL.to_string(), e));
         };
-        let pool = match self.named_pool(name) {
+        let (pool, tls) = match self.named_pool(name) {
             // Connections are re-read once per poll interval; one applied together with the job
             // and triggered at once may be newer than that. Look before failing the run.
             Err(TaskError::UnknownConnection { .. }) if self.learn_connection(name).await => {
@@ -121,7 +123,7 @@ impl Databases {
             other => other?,
         };
         match pool.get().await {
-            Ok(object) => Ok(object),
+            Ok(object) => Ok((object, tls)),
             Err(e) => {
                 if is_auth_failure(&e) {
                     // The secret may have been rotated since the pool read it: read it again
@@ -159,16 +161,17 @@ impl Databases {
         true
     }
 
-    /// The pool of `Connection` `name`, created (and its password read) on first use.
-    fn named_pool(&self, name: &str) -> Result<Pool, TaskError> {
+    /// The pool of `Connection` `name` and its TLS connector, created (and its password read)
+    /// on first use.
+    fn named_pool(&self, name: &str) -> Result<(Pool, Tls), TaskError> {
         let mut named = self.named.lock().unwrap();
         let entry = named
             .get_mut(name)
             .ok_or_else(|| TaskError::UnknownConnection {
                 name: name.to_string(),
             })?;
-        if let Some(pool) = &entry.pool {
-            return Ok(pool.clone());
+        if let (Some(pool), Some(tls)) = (&entry.pool, &entry.tls) {
+            return Ok((pool.clone(), tls.clone()));
         }
         let label = format!("connection `{name}`");
         let (mut config, tls) =
@@ -188,25 +191,14 @@ impl Databases {
         }
         let pool = build_pool(config, tls.clone(), self.max_size);
         entry.pool = Some(pool.clone());
-        entry.tls = Some(tls);
-        Ok(pool)
+        entry.tls = Some(tls.clone());
+        Ok((pool, tls))
     }
 
-    /// The TLS connector for a cancel request on a connection of `database`'s pool. A pool
-    /// replaced since (its spec changed) gets the connector of the current spec: never another
-    /// database's, which could hand the cancel key to a server it does not trust. None when
-    /// the Connection is gone.
-    pub fn cancel_tls(&self, database: Option<&str>) -> Option<Tls> {
-        let Some(name) = database else {
-            return Some(self.default_tls.clone());
-        };
-        let named = self.named.lock().unwrap();
-        let entry = named.get(name)?;
-        entry.tls.clone().or_else(|| {
-            crate::store::tls::target(&entry.spec.url)
-                .ok()
-                .map(|(_, tls)| tls)
-        })
+    /// The TLS connector of the scheduler's own database, for SQL run on a connection the
+    /// caller holds ([`super::tasks::run_sql_on`]).
+    pub fn default_tls(&self) -> Tls {
+        self.default_tls.clone()
     }
 
     /// Drops the pool of `name` if it is still `pool` (a concurrent `set_connections` may

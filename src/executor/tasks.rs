@@ -36,6 +36,7 @@ use crate::duration::format_duration;
 use crate::spec::sql::scan_sql;
 use crate::spec::{Builtin, HttpMethod, LogLevel, Task};
 use crate::store::describe_pg_error;
+use crate::store::tls::Tls;
 
 /// How much of a task's output a run keeps: the last 64 KiB of a program's stdout and
 /// stderr, the first 64 KiB of an HTTP response body.
@@ -175,12 +176,14 @@ pub async fn run_task(task: &Task<'_>, ctx: &TaskContext<'_>) -> TaskOutcome {
 /// When the outcome is `TimedOut` or `Cancelled`, a cancel request was sent and the statement
 /// has ended (or did not end within a few seconds); the caller should roll back and not run
 /// unrelated work on that connection, since a late cancel request could still hit it.
-pub async fn run_sql_on<C>(client: &C, sql: &str, ctx: &TaskContext<'_>) -> TaskOutcome
+///
+/// `tls` is the connector the connection was made with: a cancel request goes out the same way.
+pub async fn run_sql_on<C>(client: &C, tls: &Tls, sql: &str, ctx: &TaskContext<'_>) -> TaskOutcome
 where
     C: GenericClient + Sync,
 {
     let limits = Limits::start(ctx);
-    let run = execute_sql(client.client(), sql, ctx, &limits).await;
+    let run = execute_sql(client.client(), tls, sql, ctx.params, &limits).await;
     if !run.interrupted && limits.deadline.is_some() {
         // In a chain's transaction the SET would otherwise outlive this step. An aborted
         // transaction refuses the RESET, but its rollback undoes the SET anyway.
@@ -295,13 +298,13 @@ struct SqlRun {
 
 /// A SQL task on a pooled connection of the task's database.
 async fn run_sql_pooled(sql: &str, ctx: &TaskContext<'_>, limits: &Limits) -> TaskOutcome {
-    let object = match limits.bounded(ctx.databases.get(ctx.database)).await {
+    let (object, tls) = match limits.bounded(ctx.databases.get(ctx.database)).await {
         Err(interrupt) => return limits.outcome(interrupt, String::new()),
         Ok(Err(e)) => return TaskOutcome::failed(e.to_string(), String::new()),
-        Ok(Ok(object)) => object,
+        Ok(Ok(got)) => got,
     };
     let client: &tokio_postgres::Client = &object;
-    let run = execute_sql(client, sql, ctx, limits).await;
+    let run = execute_sql(client, &tls, sql, ctx.params, limits).await;
     if run.interrupted {
         // A cancel request that arrives late would hit whatever the connection runs next:
         // never hand this connection to another task.
@@ -334,8 +337,9 @@ async fn run_sql_pooled(sql: &str, ctx: &TaskContext<'_>, limits: &Limits) -> Ta
 /// backstop, and a cancel request when the deadline passes or the run is cancelled.
 async fn execute_sql(
     client: &tokio_postgres::Client,
+    tls: &Tls,
     sql: &str,
-    ctx: &TaskContext<'_>,
+    params: &Value,
     limits: &Limits,
 ) -> SqlRun {
     let finished = |outcome| SqlRun {
@@ -354,7 +358,7 @@ async fn execute_sql(
             return finished(TaskOutcome::failed(describe_pg_error(&e), String::new()));
         }
     }
-    let work = run_statements(client, sql, ctx.params);
+    let work = run_statements(client, sql, params);
     tokio::pin!(work);
     let interrupt = tokio::select! {
         biased;
@@ -364,16 +368,8 @@ async fn execute_sql(
     // Dropping the query would leave the backend running it: ask the server to cancel, and
     // wait for the statement to end, so nothing of this run is still running once recorded.
     // The cancel request opens a connection of its own, with the same TLS as the session's.
-    match ctx.databases.cancel_tls(ctx.database) {
-        Some(tls) => {
-            if let Err(e) = client.cancel_token().cancel_query(tls).await {
-                tracing::warn!(error = %describe_pg_error(&e), "cannot send a cancel request for a SQL task");
-            }
-        }
-        None => tracing::warn!(
-            "cannot send a cancel request for a SQL task: its Connection is gone; the statement \
-             runs on until it ends (or its statement_timeout, when the task has a timeout)"
-        ),
+    if let Err(e) = client.cancel_token().cancel_query(tls.clone()).await {
+        tracing::warn!(error = %describe_pg_error(&e), "cannot send a cancel request for a SQL task");
     }
     if tokio::time::timeout(CANCEL_WAIT, work).await.is_err() {
         tracing::warn!("a cancelled SQL statement did not end within {CANCEL_WAIT:?}");
@@ -844,7 +840,7 @@ async fn run_builtin(builtin: &Builtin, ctx: &TaskContext<'_>, limits: &Limits) 
         Builtin::Notify { channel, payload } => {
             let payload = payload.as_deref().unwrap_or("");
             let notify = async {
-                let client = ctx
+                let (client, _) = ctx
                     .databases
                     .get(ctx.database)
                     .await

@@ -102,11 +102,15 @@ pub fn scheduler_target(url: &str) -> Result<(tokio_postgres::Config, tls::Tls),
 /// The password file's entry for `config`, if the file exists, is private, and has one.
 fn password_from_file(config: &tokio_postgres::Config) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let path = match std::env::var_os("PGPASSFILE") {
+    let path = match std::env::var_os("PGPASSFILE").filter(|p| !p.is_empty()) {
         Some(path) => std::path::PathBuf::from(path),
         None => std::path::Path::new(&std::env::var_os("HOME")?).join(".pgpass"),
     };
-    let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+    let meta = std::fs::metadata(&path).ok()?;
+    if !meta.is_file() {
+        tracing::warn!(file = %path.display(), "the password file is not a plain file; ignored");
+        return None;
+    }
     if meta.permissions().mode() & 0o077 != 0 {
         // libpq's rule: a password file others can read is ignored, with a warning.
         static SAID: std::sync::Once = std::sync::Once::new();
@@ -118,9 +122,18 @@ fn password_from_file(config: &tokio_postgres::Config) -> Option<String> {
         });
         return None;
     }
-    let (host, port, database, user) = crate::pgurl::pgpass_key(config)?;
-    let text = std::fs::read_to_string(&path).ok()?;
-    crate::pgurl::pgpass_lookup(&text, &host, port, &database, &user)
+    let (host, port, database, user) =
+        crate::pgurl::pgpass_key(config, || whoami::username().ok())?;
+    let text = std::fs::read(&path).ok()?;
+    // An empty password counts as none, as in libpq.
+    crate::pgurl::pgpass_lookup(
+        &String::from_utf8_lossy(&text),
+        &host,
+        port,
+        &database,
+        &user,
+    )
+    .filter(|password| !password.is_empty())
 }
 
 /// Opens a connection to the scheduler's database ([`scheduler_target`]) and drives it on a
