@@ -878,6 +878,21 @@ async fn timeout_runs_are_pruned_by_the_timeouts_own_history() {
         .map(|s| (s.kind.clone(), s.succeeded))
         .collect();
     assert_eq!(totals, [("Job".to_string(), 3), ("Timeout".to_string(), 6)]);
+    // `pgsched runs purge` shows both, each with its kind.
+    let runs = pgsched::store::report::runs_of(&client, "purge", 100)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = runs.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Job").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Timeout").count(),
+        6,
+        "{kinds:?}"
+    );
     let pruned = pgsched::store::runs::prune_history(&client, 1000)
         .await
         .unwrap();

@@ -11,6 +11,8 @@ use tokio_postgres::GenericClient;
 pub struct RunRecord {
     pub id: i64,
     pub job: String,
+    /// `Job`, `Chain` or `Timeout`: a Timeout may share its name with a job or chain.
+    pub kind: String,
     pub status: String,
     pub attempt: i32,
     pub trigger: String,
@@ -61,7 +63,7 @@ pub async fn runs_of(
     let rows = c
         .query(
             "SELECT id, job, status, attempt, trigger, scheduled_at, due_at, started_at, finished_at,
-                    duration_ms, worker, error, output, rows_affected, params
+                    duration_ms, worker, error, output, rows_affected, params, kind
                FROM pgsched.runs WHERE job = $1 ORDER BY id DESC LIMIT $2",
             &[&job, &limit],
         )
@@ -87,6 +89,7 @@ pub async fn runs_of(
             output: r.get(12),
             rows_affected: r.get(13),
             params: r.get(14),
+            kind: r.get(15),
             steps: steps.remove(&r.get::<_, i64>(0)).unwrap_or_default(),
         })
         .collect())
