@@ -135,7 +135,7 @@ pub enum UrlError {
 /// `keepalives_retries`. Only these are ever quoted in a message: any other word may be a piece
 /// of a password (`password=correct horse` splits into `horse`, a mistyped scheme sends a whole
 /// URL here), and must not reach a log or a status file.
-const KEYWORDS: [&str; 41] = [
+const KEYWORDS: [&str; 42] = [
     "host",
     "hostaddr",
     "port",
@@ -177,12 +177,11 @@ const KEYWORDS: [&str; 41] = [
     "gssdelegation",
     "service",
     "target_session_attrs",
+    "load_balance_hosts",
 ];
-/// Newer than the list above, kept apart so the array's length stays readable.
-const MORE_KEYWORDS: [&str; 1] = ["load_balance_hosts"];
 
 fn is_keyword(word: &str) -> bool {
-    KEYWORDS.contains(&word) || MORE_KEYWORDS.contains(&word)
+    KEYWORDS.contains(&word)
 }
 
 /// `word` quoted when it is a keyword, else a placeholder.
@@ -228,7 +227,6 @@ fn mode_hint(value: &str) -> String {
 fn did_you_mean(key: &str) -> String {
     KEYWORDS
         .iter()
-        .chain(&MORE_KEYWORDS)
         .map(|k| (strsim::damerau_levenshtein(k, key), k))
         .filter(|(d, k)| *d <= 2 && *d < k.len() / 2)
         .min()
