@@ -143,10 +143,24 @@ async fn connect_error(url: &str) -> String {
     }
 }
 
+/// Whether a connection to the TLS server's `postgres` database at `host`, with the TLS keys
+/// `extra`, is encrypted; panics when it cannot connect.
+async fn encrypted_at(s: &TlsServer, host: &str, extra: &str) -> bool {
+    let url = s.url(host, "postgres", extra);
+    let client = connect(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    encrypted(&client).await
+}
+
+/// Why a connection to the TLS server at `host` with `extra` is refused.
+async fn refused_at(s: &TlsServer, host: &str, extra: &str) -> String {
+    connect_error(&s.url(host, "postgres", extra)).await
+}
+
 #[tokio::test]
 async fn every_sslmode_means_what_it_means_in_libpq() {
     let s = tls_server();
     let ca = s.ca.display();
+    let other_ca = s.other_ca.display();
     // libpq's default CA file, when this machine has one, makes `require` check against it.
     let home_ca = std::env::var_os("HOME")
         .map(|h| Path::new(&h).join(".postgresql/root.crt"))
@@ -158,65 +172,51 @@ async fn every_sslmode_means_what_it_means_in_libpq() {
         &["", "sslmode=prefer", "sslmode=allow", "sslmode=require"]
     };
     for &extra in modes {
-        let client = connect(&s.url("localhost", "postgres", extra))
-            .await
-            .unwrap_or_else(|e| panic!("{extra}: {e}"));
-        assert!(encrypted(&client).await, "{extra:?} should encrypt");
+        assert!(
+            encrypted_at(s, "localhost", extra).await,
+            "{extra:?} should encrypt"
+        );
     }
-    let plain = connect(&s.url("localhost", "postgres", "sslmode=disable"))
-        .await
-        .unwrap();
-    assert!(!encrypted(&plain).await);
+    assert!(!encrypted_at(s, "localhost", "sslmode=disable").await);
 
     // verify-full: the CA and the name.
-    let client = connect(&s.url(
-        "localhost",
-        "postgres",
-        &format!("sslmode=verify-full sslrootcert={ca}"),
-    ))
-    .await
-    .unwrap();
-    assert!(encrypted(&client).await);
+    let verify_full = format!("sslmode=verify-full sslrootcert={ca}");
+    assert!(encrypted_at(s, "localhost", &verify_full).await);
     // The certificate is for `localhost`, not for 127.0.0.1.
-    let e = connect_error(&s.url(
-        "127.0.0.1",
-        "postgres",
-        &format!("sslmode=verify-full sslrootcert={ca}"),
-    ))
-    .await;
+    let e = refused_at(s, "127.0.0.1", &verify_full).await;
     assert!(e.contains("not valid for name"), "{e}");
     // verify-ca does not look at the name.
-    let client = connect(&s.url(
-        "127.0.0.1",
-        "postgres",
-        &format!("sslmode=verify-ca sslrootcert={ca}"),
-    ))
-    .await
-    .unwrap();
-    assert!(encrypted(&client).await);
+    assert!(
+        encrypted_at(
+            s,
+            "127.0.0.1",
+            &format!("sslmode=verify-ca sslrootcert={ca}")
+        )
+        .await
+    );
 
     // A CA that did not sign the server's certificate is refused by every checking mode, and
     // by require once a root file is given (libpq's rule).
     for mode in ["verify-full", "verify-ca", "require"] {
-        let e = connect_error(&s.url(
+        let e = refused_at(
+            s,
             "localhost",
-            "postgres",
-            &format!("sslmode={mode} sslrootcert={}", s.other_ca.display()),
-        ))
+            &format!("sslmode={mode} sslrootcert={other_ca}"),
+        )
         .await;
         assert!(e.contains("UnknownIssuer"), "{mode}: {e}");
     }
     // verify-ca skips the name, never the CA: a wrong CA and a wrong name still fail.
-    let e = connect_error(&s.url(
+    let e = refused_at(
+        s,
         "127.0.0.1",
-        "postgres",
-        &format!("sslmode=verify-ca sslrootcert={}", s.other_ca.display()),
-    ))
+        &format!("sslmode=verify-ca sslrootcert={other_ca}"),
+    )
     .await;
     assert!(e.contains("UnknownIssuer"), "{e}");
     // Checking without a CA says what to set, before any connection is tried.
     if !home_ca {
-        let e = connect_error(&s.url("localhost", "postgres", "sslmode=verify-full")).await;
+        let e = refused_at(s, "localhost", "sslmode=verify-full").await;
         assert!(e.contains("sslrootcert"), "{e}");
     }
     // A URL of the other form, percent-encoded, works the same.
