@@ -241,14 +241,6 @@ const SSLCERT: &str = "sslcert";
 const SSLKEY: &str = "sslkey";
 const SSLPASSWORD: &str = "sslpassword";
 
-impl FromStr for ConnString {
-    type Err = UrlError;
-
-    fn from_str(s: &str) -> Result<ConnString, UrlError> {
-        parse(s)
-    }
-}
-
 /// Parses a connection string (URL or key/value form).
 pub fn parse(s: &str) -> Result<ConnString, UrlError> {
     let (rest, pairs) = if is_url(s) {

@@ -124,6 +124,20 @@ fn give_to_server_user(path: &Path) {
     }
 }
 
+/// Creates a role the server's pg_hba names (`name` and its options), unless a test running
+/// beside this one already did.
+async fn create_role(s: &TlsServer, definition: &str) {
+    let admin = connect(&s.server.connection_string("postgres"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {definition}; EXCEPTION WHEN duplicate_object THEN END $$"
+        ))
+        .await
+        .unwrap();
+}
+
 /// Whether the session behind `client` is encrypted, from the server's side.
 async fn encrypted(client: &tokio_postgres::Client) -> bool {
     client
@@ -231,15 +245,7 @@ async fn every_sslmode_means_what_it_means_in_libpq() {
 #[tokio::test]
 async fn a_client_certificate_logs_in_with_cert_authentication() {
     let s = tls_server();
-    let admin = connect(&s.server.connection_string("postgres"))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(
-            "DO $$ BEGIN CREATE ROLE certuser LOGIN; EXCEPTION WHEN duplicate_object THEN END $$",
-        )
-        .await
-        .unwrap();
+    create_role(s, "certuser LOGIN").await;
     let url = |extra: &str| {
         format!(
             "host=localhost port={} user=certuser dbname=postgres sslmode=verify-full sslrootcert={} {extra}",
@@ -313,12 +319,7 @@ async fn the_sidecar_makes_every_connection_over_tls() {
     let admin = connect(&db.url).await.unwrap();
     // The sidecar logs in as a role pg_hba admits over TLS only: a plain-text connection of
     // any of its parts would be refused, not just go unseen between samples.
-    admin
-        .batch_execute(
-            "DO $$ BEGIN CREATE ROLE tlsonly LOGIN SUPERUSER; EXCEPTION WHEN duplicate_object THEN END $$",
-        )
-        .await
-        .unwrap();
+    create_role(s, "tlsonly LOGIN SUPERUSER").await;
     admin
         .batch_execute(
             "CREATE TABLE hits (at timestamptz DEFAULT now());
@@ -455,16 +456,7 @@ async fn the_sidecar_makes_every_connection_over_tls() {
 #[tokio::test]
 async fn pgpassword_or_pgpass_supplies_the_scheduler_databases_password() {
     let s = tls_server();
-    let admin = connect(&s.server.connection_string("postgres"))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(
-            "DO $$ BEGIN CREATE ROLE pwuser LOGIN SUPERUSER PASSWORD 's3cret';
-                  EXCEPTION WHEN duplicate_object THEN END $$",
-        )
-        .await
-        .unwrap();
+    create_role(s, "pwuser LOGIN SUPERUSER PASSWORD 's3cret'").await;
     let db = common::create_db(&s.server).await;
     let specs = Specs::with(&[("a.yaml", &job("a", "  sql: SELECT 1\n"))]);
     let url = format!(

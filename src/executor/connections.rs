@@ -141,17 +141,8 @@ impl Databases {
         let Ok(client) = self.default.get().await else {
             return false;
         };
-        let row = client
-            .query_opt(
-                "SELECT spec FROM pgsched.connections WHERE name = $1",
-                &[&name],
-            )
-            .await;
-        let Some(spec) = row
-            .ok()
-            .flatten()
-            .and_then(|r| serde_json::from_value::<ConnectionSpec>(r.get(0)).ok())
-        else {
+        let found = crate::store::objects::connection_specs(&**client, Some(name)).await;
+        let Some((_, spec)) = found.ok().and_then(|mut specs| specs.pop()) else {
             return false;
         };
         let mut named = self.named.lock().unwrap();

@@ -354,20 +354,7 @@ async fn connections_refresh(
     databases: &Databases,
 ) -> Result<(), StoreError> {
     let client = pool.get().await.map_err(pool_error)?;
-    let rows = client
-        .query("SELECT name, spec FROM pgsched.connections", &[])
-        .await
-        .context("reading connections")?;
-    let specs = rows
-        .iter()
-        .filter_map(|r| {
-            let spec: serde_json::Value = r.get(1);
-            Some((
-                r.get::<_, String>(0),
-                serde_json::from_value::<crate::spec::ConnectionSpec>(spec).ok()?,
-            ))
-        })
-        .collect();
+    let specs = crate::store::objects::connection_specs(&**client, None).await?;
     databases.set_connections(specs);
     Ok(())
 }

@@ -23,6 +23,25 @@ const READ_ACTUAL: &str = "
     SELECT 'Connection', name, spec, labels, coalesce(source_file, ''), coalesce(spec_hash, ''), generation, managed
       FROM pgsched.connections";
 
+/// The Connections the executor's pools are made from: all of them, or the one named (specs
+/// that no longer parse, from an older pgsched, are left out).
+pub async fn connection_specs(
+    client: &impl GenericClient,
+    name: Option<&str>,
+) -> Result<Vec<(String, crate::spec::ConnectionSpec)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT name, spec FROM pgsched.connections WHERE $1::text IS NULL OR name = $1",
+            &[&name],
+        )
+        .await
+        .context("reading connections")?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get(0), serde_json::from_value(r.get(1)).ok()?)))
+        .collect())
+}
+
 pub async fn read_actual(client: &impl GenericClient) -> Result<Vec<ActualObject>, StoreError> {
     let rows = client
         .query(READ_ACTUAL, &[])

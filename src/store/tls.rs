@@ -77,23 +77,15 @@ fn build(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let builder = builder.dangerous();
-    // When TLS is never used (disable, or only Unix sockets), no file is read: a URL whose
-    // certificates live elsewhere must still connect over the socket.
-    if settings.mode == SslMode::Disable || settings.unix_only {
-        let config = builder
-            .with_custom_certificate_verifier(Arc::new(NameNotChecked {
-                roots: None,
-                provider,
-            }))
-            .with_no_client_auth();
-        return Ok(finish(config));
-    }
-    // prefer and allow never check the certificate (as in libpq), so they read no CA either.
-    let checks = matches!(
-        settings.mode,
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-    );
+    // TLS is never used with disable or over Unix sockets: then no file is read, so a URL
+    // whose certificates live elsewhere still connects over the socket. prefer and allow never
+    // check the certificate (as in libpq), so they read no CA either.
+    let used = settings.mode != SslMode::Disable && !settings.unix_only;
+    let checks = used
+        && matches!(
+            settings.mode,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        );
     let roots = match &settings.root_cert {
         _ if !checks => None,
         Some(RootCert::System) => Some(system_roots()?),
@@ -104,23 +96,22 @@ fn build(
     };
     let verifier: Arc<dyn ServerCertVerifier> = match (settings.mode, roots) {
         (SslMode::VerifyFull, Some(roots)) => webpki(roots, &provider)?,
-        (SslMode::VerifyCa | SslMode::Require, Some(roots)) => Arc::new(NameNotChecked {
-            roots: Some(Arc::new(roots)),
-            provider: provider.clone(),
-        }),
-        (mode, None) if mode.verifies() => {
+        (mode, None) if checks && mode.verifies() => {
             return Err(TlsError::NoRoots {
                 mode: mode.as_str(),
             })
         }
-        // prefer and allow never check, as in libpq; require without a CA only encrypts.
-        _ => Arc::new(NameNotChecked {
-            roots: None,
+        // verify-ca, and require given a CA: the chain; prefer, allow, require without a CA,
+        // and connections that never use TLS: nothing.
+        (_, roots) => Arc::new(NameNotChecked {
+            roots: roots.map(Arc::new),
             provider: provider.clone(),
         }),
     };
-    let builder = builder.with_custom_certificate_verifier(verifier);
-    let config = match &settings.client_cert {
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match settings.client_cert.as_ref().filter(|_| used) {
         Some((cert, key)) => {
             let chain = certificates(cert, "sslcert")?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
