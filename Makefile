@@ -2,7 +2,7 @@
 CARGO ?= cargo
 EXAMPLES ?= examples/specs
 
-.PHONY: run test bench build deps schemas clean
+.PHONY: run test test-repeat bench build deps schemas clean
 
 deps:
 	@scripts/ensure-postgres.sh
@@ -20,6 +20,10 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+
+## test-repeat: the integration tests N times each, printing every failure (N=30, TESTS="timeouts", HOG=1 for a CPU hog beside every other run).
+test-repeat: deps
+	@scripts/test-repeat.sh
 
 ## bench: the benchmarks; they print their figures.
 bench: deps

@@ -17,7 +17,13 @@
 //! ```
 //!
 //! The server listens on its Unix socket only, never on TCP. PostgreSQL refuses to run as root, so
-//! when pgsched runs as root the server runs as the `postgres` user.
+//! when pgsched runs as root the server runs as the `postgres` user. That user must be able to
+//! enter every parent of the cluster directory; when it cannot (a checkout under `/root`, or in a
+//! `mktemp -d` directory), the server's own files (`data/`, `socket/`, `postgres.log`) go to a
+//! directory of this cluster's own under `/var/tmp` instead (`/var/tmp/pgsched-<hash of the
+//! path>`), and `.pgsched/` holds symbolic links to them, so the paths above still work for
+//! the user. A cluster already created inside an unreachable directory is never moved: that
+//! is an error that says what to do.
 
 use std::ffi::{c_char, CString};
 use std::fs::{self, File, OpenOptions};
@@ -76,11 +82,19 @@ pub enum EmbeddedError {
     )]
     NoServerUser,
     #[error(
-        "the `postgres` user, which runs the server, cannot reach {}: {} is not searchable by it; \
-         run `chmod o+x {}`, or run pgsched from another directory",
-        dir.display(), blocked.display(), blocked.display()
+        "the `postgres` user, which runs the server, cannot reach the cluster in {}/data: {} is \
+         not searchable by it; run `chmod o+x {}`, or move {}/data away to start a new cluster \
+         under /var/tmp",
+        dir.display(), blocked.display(), blocked.display(), dir.display()
     )]
     NotReachable { dir: PathBuf, blocked: PathBuf },
+    #[error(
+        "{} exists but was not made by pgsched for this cluster (it must be a directory owned by \
+         root or `postgres`, writable by its owner only): remove it, or run pgsched from a \
+         directory the `postgres` user can enter",
+        path.display()
+    )]
+    FallbackTaken { path: PathBuf },
     #[error("could not {action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -273,6 +287,8 @@ struct ServerUser {
 pub struct EmbeddedPostgres {
     bindir: PathBuf,
     dir: PathBuf,
+    /// Where the server's own files live: `dir`, or its fallback under /var/tmp.
+    home: PathBuf,
     data_dir: PathBuf,
     socket_dir: PathBuf,
     port: u16,
@@ -314,15 +330,16 @@ impl EmbeddedPostgres {
             None => find_postgres_bindir()?,
         };
         let server_user = server_user()?;
-        let dir = prepare_cluster_dir(dir, server_user)?;
+        let (dir, home) = prepare_cluster_dir(dir, server_user)?;
         let _starting = lock(&dir.join(".lock"), libc::LOCK_EX)?;
 
         // Until the server is ours, dropping `pg` on an error must not stop anything.
         let mut pg = EmbeddedPostgres {
             bindir,
-            data_dir: dir.join("data"),
-            log_file: dir.join("postgres.log"),
+            data_dir: home.join("data"),
+            log_file: home.join("postgres.log"),
             dir,
+            home,
             socket_dir: PathBuf::new(),
             port: 0,
             server_user,
@@ -348,7 +365,7 @@ impl EmbeddedPostgres {
             pg.initdb()?;
         }
         pg.ensure_settings_included()?;
-        let (socket_dir, temporary) = choose_socket_dir(&pg.dir)?;
+        let (socket_dir, temporary) = choose_socket_dir(&pg.home)?;
         pg.socket_dir = socket_dir;
         pg.socket_dir_is_temporary = temporary;
         pg.port = choose_port(&pg.data_dir, &pg.socket_dir, pg.listens_on_tcp());
@@ -636,7 +653,7 @@ impl EmbeddedPostgres {
     fn server_command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bindir.join(program));
         // The server user may be unable to read the caller's working directory.
-        cmd.current_dir(&self.dir).stdin(Stdio::null());
+        cmd.current_dir(&self.home).stdin(Stdio::null());
         for var in CLIENT_ENV {
             cmd.env_remove(var);
         }
@@ -700,7 +717,13 @@ fn lookup_user(name: &str) -> Option<ServerUser> {
     }
 }
 
-fn prepare_cluster_dir(dir: &Path, user: Option<ServerUser>) -> Result<PathBuf, EmbeddedError> {
+/// Creates the cluster directory `dir` and returns it made absolute, with the directory the
+/// server's own files go to: `dir` itself, or, when we are root and the server user cannot
+/// enter one of `dir`'s parents, [`fallback_home`] (linked from `dir`).
+fn prepare_cluster_dir(
+    dir: &Path,
+    user: Option<ServerUser>,
+) -> Result<(PathBuf, PathBuf), EmbeddedError> {
     // Only the cluster directory itself is private; parents we create must stay searchable.
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(io_error("create", parent))?;
@@ -711,14 +734,67 @@ fn prepare_cluster_dir(dir: &Path, user: Option<ServerUser>) -> Result<PathBuf, 
         Err(err) => return Err(io_error("create", dir)(err)),
     }
     let dir = dir.canonicalize().map_err(io_error("resolve", dir))?;
-    if let Some(user) = user {
+    let Some(user) = user else {
+        return Ok((dir.clone(), dir));
+    };
+    let Some(blocked) = first_unsearchable_ancestor(&dir, user) else {
         // initdb, the log and the socket directory are all created by the server user here.
         chown(&dir, user)?;
-        if let Some(blocked) = first_unsearchable_ancestor(&dir, user) {
-            return Err(EmbeddedError::NotReachable { dir, blocked });
-        }
+        return Ok((dir.clone(), dir));
+    };
+    let data = dir.join("data");
+    if fs::symlink_metadata(&data).is_ok_and(|m| m.is_dir()) {
+        // A cluster made here before (by another user, or before a chmod): never moved.
+        return Err(EmbeddedError::NotReachable { dir, blocked });
     }
-    Ok(dir)
+    let home = fallback_home(&dir, user)?;
+    for name in ["data", "socket", "postgres.log"] {
+        link_into(&dir.join(name), &home.join(name))?;
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        server_files = %home.display(),
+        "the `postgres` user, which runs the server, cannot enter {}; its data, socket and log \
+         live in {} (linked from {})",
+        blocked.display(),
+        home.display(),
+        dir.display()
+    );
+    Ok((dir, home))
+}
+
+/// `/var/tmp/pgsched-<hash of dir>`: one per cluster directory, so the same checkout finds its
+/// cluster again, kept across reboots (unlike /tmp), and reachable by the server user. Since
+/// /var/tmp is writable by everyone, a name someone else made first is refused, not used.
+fn fallback_home(dir: &Path, user: ServerUser) -> Result<PathBuf, EmbeddedError> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_bytes());
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let home = PathBuf::from(format!("/var/tmp/pgsched-{hash}"));
+    match fs::DirBuilder::new().mode(0o700).create(&home) {
+        Ok(()) => chown(&home, user)?,
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(io_error("create", &home)(err)),
+    }
+    let meta = fs::symlink_metadata(&home).map_err(io_error("inspect", &home))?;
+    // SAFETY: geteuid has no preconditions.
+    let ours = meta.uid() == user.uid || meta.uid() == unsafe { libc::geteuid() };
+    if !meta.is_dir() || !ours || meta.mode() & 0o022 != 0 {
+        return Err(EmbeddedError::FallbackTaken { path: home });
+    }
+    Ok(home)
+}
+
+/// Makes `link` a symbolic link to `target`, replacing an older link; a real file or directory
+/// of that name is left alone (it is only there for people to find their way).
+fn link_into(link: &Path, target: &Path) -> Result<(), EmbeddedError> {
+    match fs::symlink_metadata(link) {
+        Ok(meta) if !meta.file_type().is_symlink() => return Ok(()),
+        Ok(_) if fs::read_link(link).is_ok_and(|to| to == target) => return Ok(()),
+        Ok(_) => fs::remove_file(link).map_err(io_error("replace", link))?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(target, link).map_err(io_error("create the link", link))
 }
 
 /// Mirrors how the kernel will judge the server user. Supplementary groups do not count:

@@ -147,9 +147,16 @@ pub async fn run_timeouts(
         wakes,
         reload: true,
     };
-    let result = deadline_loop
-        .run(&named(&pg, "pgsched timeouts"), &tls, &shutdown)
-        .await;
+    let span = tracing::debug_span!(
+        "timeouts",
+        worker = %deadline_loop.config.worker,
+        db = pg.get_dbname().unwrap_or_default()
+    );
+    let result = tracing::Instrument::instrument(
+        deadline_loop.run(&named(&pg, "pgsched timeouts"), &tls, &shutdown),
+        span,
+    )
+    .await;
     stop_listening.cancel();
     let _ = listener.await;
     result
@@ -500,6 +507,7 @@ impl DeadlineLoop {
     }
 
     fn note(&mut self, wake: Wake) {
+        tracing::trace!(?wake, "woken");
         match wake {
             Wake::Rows(name) => {
                 if let Some(t) = self.timeouts.get_mut(&name) {
@@ -737,6 +745,8 @@ impl DeadlineLoop {
                     t.last_expiry.unwrap_or(sent) + t.held_retry(self.config.locked_retry)
                 });
                 t.wake = earliest(local_instant(sent, now, upcoming), retry);
+                tracing::trace!(timeout = name, ?earliest_deadline, ?upcoming, now, since = ?t.since, held,
+                    wake_in = ?t.wake.map(|w| w.saturating_duration_since(Instant::now())), "recomputed");
                 Ok(())
             }
             Err(e) => self.failed(client, name, e).await,
@@ -791,6 +801,8 @@ impl DeadlineLoop {
                     t.held_streak = 0;
                     local_instant(sent, now, upcoming)
                 };
+                tracing::trace!(timeout = name, changed, ?left_behind, ?upcoming, now, streak = t.held_streak,
+                    wake_in = ?t.wake.map(|w| w.saturating_duration_since(Instant::now())), "expiry batch");
                 if changed > 0 {
                     tracing::debug!(timeout = name, rows = changed, "expired");
                     if matches!(def.expiry, crate::store::timeouts::Expiry::Set(_)) {

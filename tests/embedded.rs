@@ -216,8 +216,11 @@ fn setting_names_are_checked_before_anything_starts() {
     assert!(matches!(err, EmbeddedError::InvalidSetting(_)), "{err:?}");
 }
 
-#[test]
-fn unreachable_directory_is_reported_as_root() {
+/// As root, in a directory the `postgres` user cannot enter (a checkout under /root, or in a
+/// `mktemp -d` directory): the server's files go to /var/tmp, linked from the cluster
+/// directory, and a second start finds the same cluster there.
+#[tokio::test]
+async fn an_unreachable_directory_puts_the_server_files_under_var_tmp_as_root() {
     if !is_root() {
         return; // only root switches to another user, who may be locked out
     }
@@ -225,7 +228,73 @@ fn unreachable_directory_is_reported_as_root() {
     let locked = scratch.path().join("locked");
     fs::create_dir(&locked).unwrap();
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
-    let err = EmbeddedPostgres::start_with(&locked.join("inner"), test_options()).unwrap_err();
+    let dir = locked.join(".pgsched");
+    let pg = EmbeddedPostgres::start_with(&dir, test_options()).unwrap();
+    let home = pg.data_dir().parent().unwrap().to_path_buf();
+    // Removed whatever happens below, a server left there stopped first (SIGQUIT: immediate):
+    // the scratch directory's watchdog does not look in /var/tmp.
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let pid = fs::read_to_string(self.0.join("data/postmaster.pid"))
+                .ok()
+                .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                // SAFETY: kill with a pid and a signal number has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGQUIT) };
+                common::wait_until(std::time::Duration::from_secs(10), || {
+                    // SAFETY: as above; signal 0 only checks that the process exists.
+                    unsafe { libc::kill(pid, 0) != 0 }
+                });
+            }
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(home.clone());
+    assert!(
+        home.to_string_lossy().starts_with("/var/tmp/pgsched-"),
+        "{}",
+        home.display()
+    );
+    assert_eq!(select_one(&pg.connection_string("postgres")).await, 1);
+    for name in ["data", "socket", "postgres.log"] {
+        assert_eq!(
+            fs::read_link(dir.join(name)).unwrap(),
+            home.join(name),
+            "{name} is linked from the cluster directory"
+        );
+    }
+    assert_eq!(pg.dir(), dir.canonicalize().unwrap());
+    connect(&pg.connection_string("postgres"))
+        .await
+        .batch_execute("CREATE TABLE kept (id int)")
+        .await
+        .unwrap();
+    drop(pg);
+
+    let pg = EmbeddedPostgres::start_with(&dir, test_options()).unwrap();
+    assert_eq!(pg.data_dir(), home.join("data"));
+    connect(&pg.connection_string("postgres"))
+        .await
+        .batch_execute("SELECT * FROM kept")
+        .await
+        .unwrap();
+}
+
+/// A cluster that already lives inside a directory the `postgres` user cannot enter is not
+/// moved: the error says which directory to open up.
+#[test]
+fn an_existing_cluster_in_an_unreachable_directory_is_reported_as_root() {
+    if !is_root() {
+        return;
+    }
+    let scratch = ScratchDir::new();
+    let locked = scratch.path().join("locked");
+    let inner = locked.join("inner");
+    fs::create_dir_all(inner.join("data")).unwrap();
+    fs::write(inner.join("data/PG_VERSION"), "15\n").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
+    let err = EmbeddedPostgres::start_with(&inner, test_options()).unwrap_err();
     match &err {
         EmbeddedError::NotReachable { blocked, .. } => assert_eq!(blocked, &locked),
         other => panic!("expected NotReachable, got {other:?}"),

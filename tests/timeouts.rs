@@ -36,6 +36,18 @@ struct Running {
 }
 
 fn start(db: &common::TestDb, poll: Duration) -> Running {
+    if let Ok(path) = std::env::var("PGSCHED_TEST_TRACE") {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("pgsched::timeout=trace")
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+    }
     let mut config = TimeoutConfig::new(db.url.clone());
     config.poll = poll;
     config.worker = "test-worker".into();

@@ -322,10 +322,14 @@ impl Sidecar {
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("pgsched.log");
         let out = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pgsched"));
-        if let Some((uid, gid)) = user {
-            command.uid(uid).gid(gid);
-        }
+        let mut command = match user {
+            Some((uid, gid)) => {
+                let mut command = Command::new(binary_for_other_users());
+                command.uid(uid).gid(gid);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_pgsched")),
+        };
         let child = command
             .arg("--dir")
             .arg(dir)
@@ -348,7 +352,6 @@ impl Sidecar {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-
     /// GET on the sidecar's HTTP port: (status code, body), or None when nothing answers.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
@@ -392,6 +395,22 @@ impl Sidecar {
         }
         None
     }
+}
+
+/// The pgsched binary, copied once per test process into a scratch directory every user can
+/// enter: the checkout itself may be private (`/root`, a `mktemp -d` directory), and then
+/// another user cannot execute `target/debug/pgsched` in place.
+fn binary_for_other_users() -> &'static Path {
+    static COPY: OnceLock<(ScratchDir, PathBuf)> = OnceLock::new();
+    let (_, path) = COPY.get_or_init(|| {
+        let scratch = ScratchDir::new();
+        let path = scratch.path().join("pgsched");
+        fs::copy(env!("CARGO_BIN_EXE_pgsched"), &path)
+            .expect("cannot copy the pgsched binary for another user");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        (scratch, path)
+    });
+    path
 }
 
 impl Drop for Sidecar {
