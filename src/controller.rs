@@ -13,6 +13,7 @@
 //! - **One writer**: a replica applies only while it holds the leadership lock (see
 //!   [`crate::store::leader`]); every replica executes and writes status files.
 
+use crate::backoff::{pause, Backoff};
 use crate::executor::{self, Clock, ExecutorConfig, SystemClock};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
@@ -234,7 +235,7 @@ async fn migrate_when_reachable(
     health: &Health,
     shutdown: &CancellationToken,
 ) -> Option<()> {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let attempt = async {
             let mut client = store::connect(url).await?;
@@ -248,14 +249,13 @@ async fn migrate_when_reachable(
             }
             Err(e) => {
                 health.connected.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot prepare the database yet");
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot prepare the database yet");
+                if !pause(wait, shutdown).await {
+                    return None;
+                }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -576,7 +576,7 @@ async fn reconcile_loop(
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.reset(); // the start is the first look
     let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut retry_backoff = Duration::from_millis(500);
+    let mut retry_backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     let mut cause = Cause::Start;
     let mut scope = Scope::Everything;
     // The first look waits for the first leadership attempt (bounded: the database may be
@@ -684,11 +684,10 @@ async fn reconcile_loop(
                     LastReconcile::Applied => {
                         spec_cache.clear_dirty();
                         retry_at = None;
-                        retry_backoff = Duration::from_millis(500);
+                        retry_backoff.reset();
                     }
                     LastReconcile::Failed(_) => {
-                        retry_at = Some(tokio::time::Instant::now() + retry_backoff);
-                        retry_backoff = (retry_backoff * 2).min(Duration::from_secs(10));
+                        retry_at = Some(tokio::time::Instant::now() + retry_backoff.next_wait());
                     }
                     _ => {}
                 }

@@ -4,6 +4,7 @@
 //! executor (runs) → status files. The pure core ([`spec`], [`schedule`], [`duration`]) has no
 //! I/O besides reading spec files; [`embedded`] owns the private PostgreSQL cluster.
 
+pub mod backoff;
 pub mod controller;
 pub mod duration;
 pub mod embedded;

@@ -24,21 +24,21 @@
 //! own monotonic clock by offset from when it asked, so clock differences between the two
 //! machines do not matter.
 
+use crate::backoff::{pause, Backoff};
+use crate::store::listener::{Heard, Listener};
 use crate::store::timeouts::{
     deadline_sql, expire_sql, load_timeouts, record_error, TimeoutDef, CHANNEL, RELOAD,
     SESSION_SETUP,
 };
 use crate::store::{describe_pg_error, migrations::migrate, StoreError};
-use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, Config, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
 use crate::store::tls::Tls;
 use tokio_util::sync::CancellationToken;
@@ -127,38 +127,31 @@ pub async fn run_timeouts(
 ) -> Result<(), TimeoutError> {
     let (mut pg, tls) =
         crate::store::scheduler_target(&config.database_url).map_err(TimeoutError::BadUrl)?;
-    // A listener that only receives would otherwise notice a dead peer (over TCP) only after
-    // hours.
-    pg.keepalives_idle(Duration::from_secs(30))
-        .keepalives_interval(Duration::from_secs(10))
-        .keepalives_retries(3);
-    let (wakes_tx, wakes) = mpsc::unbounded_channel();
-    let stop_listening = shutdown.child_token();
-    let listener = tokio::spawn(listen(
-        named(&pg, "pgsched timeouts (listen)"),
+    crate::store::keep_alive(&mut pg);
+    let listener = Listener::spawn(
+        &pg,
         tls.clone(),
-        wakes_tx,
-        config.metrics.clone(),
-        stop_listening.clone(),
-    ));
+        &[CHANNEL],
+        "pgsched timeouts (listen)",
+        &shutdown,
+    );
+    let span = tracing::debug_span!(
+        "timeouts",
+        worker = %config.worker,
+        db = pg.get_dbname().unwrap_or_default()
+    );
     let mut deadline_loop = DeadlineLoop {
         config,
         timeouts: HashMap::new(),
-        wakes,
+        listener,
         reload: true,
     };
-    let span = tracing::debug_span!(
-        "timeouts",
-        worker = %deadline_loop.config.worker,
-        db = pg.get_dbname().unwrap_or_default()
-    );
     let result = tracing::Instrument::instrument(
         deadline_loop.run(&named(&pg, "pgsched timeouts"), &tls, &shutdown),
         span,
     )
     .await;
-    stop_listening.cancel();
-    let _ = listener.await;
+    deadline_loop.listener.stop().await;
     result
 }
 
@@ -170,123 +163,6 @@ fn named(config: &Config, name: &str) -> Config {
         config.application_name(name);
     }
     config
-}
-
-/// What the listener tells the loop.
-#[derive(Debug)]
-enum Wake {
-    /// Rows changed in the table of this Timeout.
-    Rows(String),
-    /// Timeouts were created, changed or deleted.
-    Reload,
-    /// (Re)subscribed: notifications may have been missed before this.
-    Subscribed,
-}
-
-/// Exponential back-off with jitter: 100 ms doubling to 10 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(10);
-
-    fn new() -> Backoff {
-        Backoff(Backoff::FIRST)
-    }
-    fn reset(&mut self) {
-        self.0 = Backoff::FIRST;
-    }
-    fn next(&mut self) -> Duration {
-        let base = self.0;
-        self.0 = (self.0 * 2).min(Backoff::MAX);
-        base.mul_f64(0.75 + rand::random::<f64>() * 0.5)
-    }
-}
-
-/// Sleeps, unless shutdown comes first; true when the sleep completed.
-async fn pause(duration: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(duration) => true,
-    }
-}
-
-/// The LISTEN connection: forwards notifications, and reconnects with back-off when lost.
-async fn listen(
-    config: Config,
-    tls: Tls,
-    wakes: mpsc::UnboundedSender<Wake>,
-    metrics: Arc<TimeoutMetrics>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Backoff::new();
-    loop {
-        match subscribe(&config, &tls, wakes.clone(), metrics.clone()).await {
-            Ok((client, mut driver)) => {
-                backoff.reset();
-                TimeoutMetrics::add(&metrics.connects, 1);
-                if wakes.send(Wake::Subscribed).is_err() {
-                    return;
-                }
-                tracing::debug!("listening for Timeout notifications");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        driver.abort();
-                        return;
-                    }
-                    _ = &mut driver => {
-                        tracing::warn!("lost the Timeout notification connection; reconnecting");
-                    }
-                }
-                drop(client);
-            }
-            Err(e) => {
-                tracing::warn!(error = %describe_pg_error(&e), "cannot listen for Timeout notifications; retrying");
-            }
-        }
-        if !pause(backoff.next(), &shutdown).await {
-            return;
-        }
-    }
-}
-
-/// Connects and LISTENs; the returned task drives the connection, forwarding notifications,
-/// and ends when the connection does.
-async fn subscribe(
-    config: &Config,
-    tls: &Tls,
-    wakes: mpsc::UnboundedSender<Wake>,
-    metrics: Arc<TimeoutMetrics>,
-) -> Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(tls.clone()).await?;
-    let driver = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(n)) => {
-                    TimeoutMetrics::add(&metrics.notifications, 1);
-                    let wake = if n.payload() == RELOAD {
-                        Wake::Reload
-                    } else {
-                        Wake::Rows(n.payload().to_string())
-                    };
-                    if wakes.send(wake).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "Timeout notification connection failed");
-                    return;
-                }
-            }
-        }
-    });
-    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-        driver.abort();
-        return Err(e);
-    }
-    Ok((client, driver))
 }
 
 /// The work connection, set up for the loop's statements.
@@ -431,7 +307,7 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
 struct DeadlineLoop {
     config: TimeoutConfig,
     timeouts: HashMap<String, Tracked>,
-    wakes: mpsc::UnboundedReceiver<Wake>,
+    listener: Listener,
     /// The list of Timeouts must be read again.
     reload: bool,
 }
@@ -443,7 +319,7 @@ impl DeadlineLoop {
         tls: &Tls,
         shutdown: &CancellationToken,
     ) -> Result<(), TimeoutError> {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::reconnect();
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -462,7 +338,7 @@ impl DeadlineLoop {
                 Err(e @ StoreError::SchemaTooNew { .. }) => return Err(e.into()),
                 Err(e) => tracing::warn!(error = %e, "cannot connect for Timeouts; retrying"),
             }
-            if !pause(backoff.next(), shutdown).await {
+            if !pause(backoff.next_wait(), shutdown).await {
                 return Ok(());
             }
         }
@@ -493,7 +369,7 @@ impl DeadlineLoop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Stop::Shutdown,
-                Some(wake) = self.wakes.recv() => self.note(wake),
+                Some(heard) = self.listener.recv() => self.note(heard),
                 _ = tokio::time::sleep_until(wake) => {}
             }
             if Instant::now() >= next_poll {
@@ -506,16 +382,21 @@ impl DeadlineLoop {
         }
     }
 
-    fn note(&mut self, wake: Wake) {
-        tracing::trace!(?wake, "woken");
-        match wake {
-            Wake::Rows(name) => {
-                if let Some(t) = self.timeouts.get_mut(&name) {
+    fn note(&mut self, heard: Heard) {
+        tracing::trace!(?heard, "woken");
+        let metrics = &self.config.metrics;
+        match heard {
+            Heard::Notification(n) => {
+                TimeoutMetrics::add(&metrics.notifications, 1);
+                if n.payload() == RELOAD {
+                    self.reload = true;
+                } else if let Some(t) = self.timeouts.get_mut(n.payload()) {
+                    // Rows changed in this Timeout's table.
                     t.dirty = true;
                 }
             }
-            Wake::Reload => self.reload = true,
-            Wake::Subscribed => {
+            Heard::Subscribed => {
+                TimeoutMetrics::add(&metrics.connects, 1);
                 self.reload = true;
                 for t in self.timeouts.values_mut() {
                     t.dirty = true;
@@ -525,8 +406,8 @@ impl DeadlineLoop {
     }
 
     fn drain_wakes(&mut self) {
-        while let Ok(wake) = self.wakes.try_recv() {
-            self.note(wake);
+        while let Some(heard) = self.listener.try_recv() {
+            self.note(heard);
         }
     }
 
@@ -862,18 +743,5 @@ mod tests {
         t.held_streak = 40;
         assert_eq!(t.held_retry(base), Duration::from_secs(1));
         assert_eq!(t.held_retry(Duration::from_secs(3)), Duration::from_secs(3));
-    }
-
-    #[test]
-    fn backoff_grows_to_its_cap() {
-        let mut b = Backoff::new();
-        let first = b.next();
-        assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(125));
-        for _ in 0..20 {
-            b.next();
-        }
-        assert!(b.next() <= Duration::from_secs(15));
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(125));
     }
 }

@@ -15,11 +15,13 @@ pub mod policy;
 pub mod tasks;
 pub mod ticks;
 
+use crate::backoff::Backoff;
 use crate::spec::{HasTask, Runnable};
+use crate::store::listener::{Heard, Listener};
 use crate::store::runs::{
     self, ClaimedRun, Completion, Finish, CHANNEL_CANCEL, CHANNEL_JOBS, CHANNEL_RUNS,
 };
-use crate::store::{describe_pg_error, Context, StoreError};
+use crate::store::{Context, StoreError};
 use chrono::{DateTime, Utc};
 use connections::Databases;
 use policy::{AttemptResult, Candidate, Decision, Running, Settlement};
@@ -175,11 +177,15 @@ pub async fn run_executor(
     let (listen_config, listen_tls) = crate::store::scheduler_target(&config.database_url)
         .map_err(|e| ExecutorError::Setup(format!("invalid database URL: {e}")))?;
     let listener = tokio::spawn(listen(
-        listen_config,
-        listen_tls,
+        Listener::spawn(
+            &listen_config,
+            listen_tls,
+            &[CHANNEL_RUNS, CHANNEL_JOBS, CHANNEL_CANCEL],
+            "pgsched executor (listen)",
+            &stop_listening,
+        ),
         wake.clone(),
         in_flight.clone(),
-        stop_listening.clone(),
     ));
     let completer = tokio::spawn(complete_loop(pool.clone(), config.worker.clone(), done_rx));
     let beat_stop = CancellationToken::new();
@@ -192,7 +198,8 @@ pub async fn run_executor(
 
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut backoff = Duration::from_millis(100);
+    // A failed step (the database went away) is retried sooner at first.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     // After a claim that left runs waiting (maxInstances, exclusive), wait for an event rather
     // than spinning on runs that are due but cannot start yet.
     let mut waiting_for_event = false;
@@ -257,7 +264,7 @@ pub async fn run_executor(
                 if refresh_connections {
                     connections_read = Some(std::time::Instant::now());
                 }
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 waiting_for_event = left_waiting;
                 let now = clock.now();
                 match next {
@@ -269,13 +276,12 @@ pub async fn run_executor(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "executor step failed");
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in = ?wait, "executor step failed");
                 if is_read_only(&e) {
                     // A failover left us on a standby: drop every pooled connection.
                     pool.retain(|_, _| false);
                 }
-                let wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 wait
             }
         };
@@ -654,7 +660,7 @@ async fn complete_loop(
                 Err(_) => break,
             }
         }
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             let result = async {
                 let mut client = pool.get().await.map_err(pool_error)?;
@@ -667,8 +673,7 @@ async fn complete_loop(
                     // Keep the outcomes and try again: losing them would leave the runs to be
                     // recovered as lost and run twice.
                     tracing::warn!(error = %e, runs = batch.len(), "could not record finished runs; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.next_wait()).await;
                     if is_read_only(&e) {
                         pool.retain(|_, _| false);
                     }
@@ -719,75 +724,18 @@ async fn heartbeat_loop(
     }
 }
 
-/// The dedicated LISTEN connection: wakes the executor on new runs and changed jobs, and
-/// cancels runs on request. Reconnects with back-off; after each (re)connection it wakes the
-/// executor, since notifications sent while it was away are lost.
-async fn listen(
-    config: tokio_postgres::Config,
-    tls: crate::store::tls::Tls,
-    wake: Arc<Notify>,
-    in_flight: Arc<InFlight>,
-    stop: CancellationToken,
-) {
-    use futures_util::StreamExt;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let connected = tokio::select! {
-            _ = stop.cancelled() => return,
-            c = config.connect(tls.clone()) => c,
-        };
-        match connected {
-            Ok((client, mut connection)) => {
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                let driver = tokio::spawn(async move {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    while let Some(message) = messages.next().await {
-                        match message {
-                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                                let _ = tx.send(n);
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "LISTEN connection lost");
-                                break;
-                            }
-                        }
-                    }
-                });
-                let subscribed = client
-                    .batch_execute(&format!(
-                        "LISTEN {CHANNEL_RUNS}; LISTEN {CHANNEL_JOBS}; LISTEN {CHANNEL_CANCEL};"
-                    ))
-                    .await;
-                if let Err(e) = subscribed {
-                    tracing::warn!(error = %describe_pg_error(&e), "LISTEN failed");
-                } else {
-                    backoff = Duration::from_millis(100);
-                    wake.notify_one();
-                    loop {
-                        tokio::select! {
-                            _ = stop.cancelled() => { driver.abort(); return; }
-                            n = rx.recv() => match n {
-                                Some(n) if n.channel() == CHANNEL_CANCEL => {
-                                    if let Ok(id) = n.payload().parse() {
-                                        in_flight.cancel(id, CancelReason::Replaced);
-                                    }
-                                }
-                                Some(_) => wake.notify_one(),
-                                None => break,
-                            },
-                        }
-                    }
+/// What the LISTEN connection hears: new runs and changed jobs wake the executor, and so does
+/// every (re)subscription, since notifications sent while it was away are lost; cancellation
+/// requests reach the runs in flight here.
+async fn listen(mut listener: Listener, wake: Arc<Notify>, in_flight: Arc<InFlight>) {
+    while let Some(heard) = listener.recv().await {
+        match heard {
+            Heard::Notification(n) if n.channel() == CHANNEL_CANCEL => {
+                if let Ok(id) = n.payload().parse() {
+                    in_flight.cancel(id, CancelReason::Replaced);
                 }
-                driver.abort();
             }
-            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect for LISTEN"),
+            Heard::Notification(_) | Heard::Subscribed => wake.notify_one(),
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

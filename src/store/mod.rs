@@ -5,6 +5,7 @@
 pub mod chains;
 pub mod checks;
 pub mod leader;
+pub mod listener;
 pub mod migrations;
 pub mod objects;
 pub mod report;
@@ -134,6 +135,16 @@ fn password_from_file(config: &tokio_postgres::Config) -> Option<String> {
         &user,
     )
     .filter(|password| !password.is_empty())
+}
+
+/// TCP keepalives for a connection that may wait long without sending (a LISTEN, a loop that
+/// sleeps to a far deadline): without them a peer that vanished from the network is noticed
+/// only after hours. Unix sockets ignore them.
+pub fn keep_alive(config: &mut tokio_postgres::Config) {
+    config
+        .keepalives_idle(std::time::Duration::from_secs(30))
+        .keepalives_interval(std::time::Duration::from_secs(10))
+        .keepalives_retries(3);
 }
 
 /// Opens a connection to the scheduler's database ([`scheduler_target`]) and drives it on a
