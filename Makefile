@@ -35,4 +35,7 @@ schemas:
 
 clean:
 	$(CARGO) clean
+	@# The embedded cluster's files live under /var/tmp when the postgres user cannot enter this
+	@# directory (see the README); .pgsched/data is then a link to them.
+	if [ -L .pgsched/data ]; then rm -rf "$$(dirname "$$(readlink .pgsched/data)")"; fi
 	rm -rf .pgsched
