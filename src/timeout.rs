@@ -26,11 +26,11 @@
 
 use crate::backoff::{pause, Backoff};
 use crate::store::listener::{Heard, Listener};
+use crate::store::session::{Keepalive, Session, SessionOptions, TIMEOUT_WORK_SETTINGS};
 use crate::store::timeouts::{
     deadline_sql, expire_sql, load_timeouts, record_error, TimeoutDef, CHANNEL, RELOAD,
-    SESSION_SETUP,
 };
-use crate::store::{describe_pg_error, migrations::migrate, StoreError};
+use crate::store::{describe_pg_error, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,9 +38,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, Statement};
+use tokio_postgres::{Client, Statement};
 
-use crate::store::tls::Tls;
 use tokio_util::sync::CancellationToken;
 
 /// How the deadline loop runs.
@@ -146,47 +145,19 @@ pub async fn run_timeouts(
         listener,
         reload: true,
     };
-    let result = tracing::Instrument::instrument(
-        deadline_loop.run(&named(&pg, "pgsched timeouts"), &tls, &shutdown),
-        span,
-    )
-    .await;
+    let work = Session::new(
+        &deadline_loop.config.database_url,
+        SessionOptions {
+            application_name: Some("pgsched timeouts".into()),
+            keepalive: Keepalive::Minute,
+            migrate: true,
+            settings: Some(TIMEOUT_WORK_SETTINGS),
+            ..SessionOptions::default()
+        },
+    );
+    let result = tracing::Instrument::instrument(deadline_loop.run(work, &shutdown), span).await;
     deadline_loop.listener.stop().await;
     result
-}
-
-/// `config` with an application_name (unless the URL sets one), so the loop's sessions are
-/// recognisable in pg_stat_activity.
-fn named(config: &Config, name: &str) -> Config {
-    let mut config = config.clone();
-    if config.get_application_name().is_none() {
-        config.application_name(name);
-    }
-    config
-}
-
-/// The work connection, set up for the loop's statements.
-async fn connect_work(config: &Config, tls: &Tls) -> Result<Client, StoreError> {
-    use crate::store::Context;
-    let (mut client, connection) = config
-        .connect(tls.clone())
-        .await
-        .context("connecting to PostgreSQL")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "Timeout work connection closed");
-        }
-    });
-    migrate(&mut client).await?;
-    // lock_timeout: a Timeout whose table is locked by DDL must not stall the others;
-    // statement_timeout: nor one whose batch runs away (no index on a huge table).
-    client
-        .batch_execute(&format!(
-            "{SESSION_SETUP}; SET lock_timeout = '2s'; SET statement_timeout = '60s'"
-        ))
-        .await
-        .context("setting up the Timeout work connection")?;
-    Ok(client)
 }
 
 /// Why serving on one work connection stopped.
@@ -315,8 +286,7 @@ struct DeadlineLoop {
 impl DeadlineLoop {
     async fn run(
         &mut self,
-        pg: &Config,
-        tls: &Tls,
+        mut work: Session,
         shutdown: &CancellationToken,
     ) -> Result<(), TimeoutError> {
         let mut backoff = Backoff::reconnect();
@@ -324,16 +294,17 @@ impl DeadlineLoop {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            match connect_work(pg, tls).await {
+            match work.client().await {
                 Ok(client) => {
                     backoff.reset();
                     TimeoutMetrics::add(&self.config.metrics.connects, 1);
-                    match self.serve(&client, shutdown).await {
+                    match self.serve(client, shutdown).await {
                         Stop::Shutdown => return Ok(()),
                         Stop::Lost(why) => {
                             tracing::warn!(error = %why, "lost the Timeout work connection; reconnecting")
                         }
                     }
+                    work.disconnect();
                 }
                 Err(e @ StoreError::SchemaTooNew { .. }) => return Err(e.into()),
                 Err(e) => tracing::warn!(error = %e, "cannot connect for Timeouts; retrying"),

@@ -9,27 +9,10 @@ use tokio_postgres::Client;
 /// The leadership lock's key, beside the migration, reconcile and claim locks.
 pub const LOCK_LEADER: i32 = 4;
 
-/// Opens the dedicated leadership connection, named so that `pg_stat_activity` shows who
+/// The `application_name` of the leadership session, so that `pg_stat_activity` shows who
 /// leads (`pgsched leader host/pid`).
-pub async fn connect_leader(url: &str, worker: &str) -> Result<Client, StoreError> {
-    let (mut config, tls) = super::scheduler_target(url).map_err(StoreError::Config)?;
-    config
-        .application_name(format!("pgsched leader {worker}"))
-        .keepalives(true)
-        .keepalives_idle(std::time::Duration::from_secs(5))
-        .keepalives_interval(std::time::Duration::from_secs(2))
-        .keepalives_retries(3)
-        .connect_timeout(std::time::Duration::from_secs(5));
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .context("connecting for the leadership lock")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "leadership connection closed");
-        }
-    });
-    Ok(client)
+pub fn application_name(worker: &str) -> String {
+    format!("pgsched leader {worker}")
 }
 
 /// Tries to take the leadership without waiting; true when this session now holds it (or

@@ -10,6 +10,7 @@ pub mod migrations;
 pub mod objects;
 pub mod report;
 pub mod runs;
+pub mod session;
 pub mod timeouts;
 pub mod tls;
 

@@ -26,10 +26,6 @@ pub const RELOAD: &str = "*";
 /// The trigger function the migration creates.
 pub const TRIGGER_FUNCTION: &str = "pgsched.timeout_notify";
 
-/// What the loop sets on its work connection so that the wake-up trigger stays quiet about
-/// the loop's own expiry statements (see 0002_timeouts.sql).
-pub const SESSION_SETUP: &str = "SET pgsched.expiring = 'on'";
-
 /// The trigger `apply` installs for a Timeout: `pgsched_timeout_<name>`, shortened with a
 /// hash when that exceeds PostgreSQL's 63-byte identifiers (Timeout names may be 63 long).
 pub fn trigger_name(timeout: &str) -> String {

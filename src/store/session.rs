@@ -1,0 +1,161 @@
+//! One connection to the scheduler's database that comes back after it is lost. A loop holds a
+//! [`Session`], asks it for a client before each round of work ([`Session::client`] connects
+//! and sets the session up when there is no live connection), and hands back the error of a
+//! failed round ([`Session::failed`]): a connection that closed, or that turned read-only (a
+//! failover left it on a standby), is dropped, so the next round connects afresh. How long to
+//! wait before that round is the loop's [`crate::backoff::Backoff`].
+//!
+//! The set-up of each kind of session (its name in `pg_stat_activity`, its keepalives, its
+//! settings, whether it migrates) is [`SessionOptions`]; the SQL it runs lives here in `store/`.
+
+use crate::store::tls::Tls;
+use crate::store::{migrations::migrate, Context, StoreError};
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config};
+
+/// How a [`Session`] is set up after it connects.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// `application_name`, unless the URL names one, so the session is recognisable in
+    /// `pg_stat_activity`.
+    pub application_name: Option<String>,
+    /// TCP keepalives, for a session that may wait long without sending.
+    pub keepalive: Keepalive,
+    /// Give up connecting after this long (none: the URL's `connect_timeout`, if any).
+    pub connect_timeout: Option<Duration>,
+    /// Migrate the schema after every (re)connection: a database restored from an older backup
+    /// comes back up to date.
+    pub migrate: bool,
+    /// Session settings run after connecting, one of this module's constants.
+    pub settings: Option<&'static str>,
+}
+
+/// TCP keepalives of a session (Unix sockets ignore them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Keepalive {
+    /// The operating system's defaults.
+    #[default]
+    Default,
+    /// A dead peer is noticed within about a minute ([`crate::store::keep_alive`]).
+    Minute,
+    /// Within about ten seconds: the leadership must not outlive its server by long.
+    Seconds,
+}
+
+/// The settings of the Timeout loop's work session. `pgsched.expiring` keeps its own expiry
+/// statements from waking it (see 0002_timeouts.sql); `lock_timeout`: a Timeout whose table
+/// is locked by DDL must not stall the others; `statement_timeout`: nor one whose batch runs
+/// away (no index on a huge table).
+pub const TIMEOUT_WORK_SETTINGS: &str =
+    "SET pgsched.expiring = 'on'; SET lock_timeout = '2s'; SET statement_timeout = '60s'";
+
+/// A connection that comes back; see the module documentation.
+pub struct Session {
+    target: Result<(Config, Tls), String>,
+    options: SessionOptions,
+    client: Option<Client>,
+}
+
+impl Session {
+    /// A session to `url` (the scheduler's database, [`crate::store::scheduler_target`]). An
+    /// invalid URL is reported by [`Session::client`], every time.
+    pub fn new(url: &str, options: SessionOptions) -> Session {
+        let target = crate::store::scheduler_target(url).map(|(mut config, tls)| {
+            if let Some(name) = &options.application_name {
+                if config.get_application_name().is_none() {
+                    config.application_name(name);
+                }
+            }
+            match options.keepalive {
+                Keepalive::Default => {}
+                Keepalive::Minute => crate::store::keep_alive(&mut config),
+                Keepalive::Seconds => {
+                    config
+                        .keepalives(true)
+                        .keepalives_idle(Duration::from_secs(5))
+                        .keepalives_interval(Duration::from_secs(2))
+                        .keepalives_retries(3);
+                }
+            }
+            if let Some(timeout) = options.connect_timeout {
+                config.connect_timeout(timeout);
+            }
+            (config, tls)
+        });
+        Session {
+            target,
+            options,
+            client: None,
+        }
+    }
+
+    /// A live client: the one connected before, or a new one, set up.
+    pub async fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            let client = self.connect().await?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Whether the session holds a connection that has not closed.
+    pub fn is_connected(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// A round of work on the session failed with `error`: a connection that is gone, or that
+    /// can only read (a standby after a failover), is dropped, so the next round connects again.
+    /// Other errors (a constraint, a bad statement) leave it connected.
+    pub fn failed(&mut self, error: &StoreError) {
+        let read_only = error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION);
+        let closed = self.client.as_ref().is_none_or(Client::is_closed);
+        let not_from_server =
+            matches!(error, StoreError::Db { source, .. } if source.as_db_error().is_none());
+        if read_only || closed || not_from_server {
+            self.client = None;
+        }
+    }
+
+    /// Drops the connection (closing it); the next [`Session::client`] connects again.
+    pub fn disconnect(&mut self) {
+        self.client = None;
+    }
+
+    async fn connect(&self) -> Result<Client, StoreError> {
+        let (config, tls) = self
+            .target
+            .as_ref()
+            .map_err(|e| StoreError::Config(e.clone()))?;
+        let (mut client, connection) = config
+            .connect(tls.clone())
+            .await
+            .context("connecting to PostgreSQL")?;
+        let name = self.options.application_name.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(session = %name, error = %e, "database connection closed");
+            }
+        });
+        if self.options.migrate {
+            migrate(&mut client).await?;
+        }
+        if let Some(settings) = self.options.settings {
+            client
+                .batch_execute(settings)
+                .await
+                .context("setting the session up")?;
+        }
+        Ok(client)
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("options", &self.options)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
