@@ -85,26 +85,16 @@ impl TimeoutMetrics {
 }
 
 impl TimeoutConfig {
-    /// The defaults: a 5 s poll, locked rows retried after 100 ms, worker `host:pid`.
+    /// The defaults: a 5 s poll, locked rows retried after 100 ms, worker `host/pid`.
     pub fn new(database_url: impl Into<String>) -> TimeoutConfig {
         TimeoutConfig {
             database_url: database_url.into(),
             poll: Duration::from_secs(5),
-            worker: default_worker(),
+            worker: crate::executor::default_worker_name(),
             locked_retry: Duration::from_millis(100),
             metrics: Arc::default(),
         }
     }
-}
-
-/// `hostname:pid`.
-pub fn default_worker() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", std::process::id())
 }
 
 /// Why the deadline loop stopped other than by shutdown. Connection losses and failing

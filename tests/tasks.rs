@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -57,18 +56,6 @@ fn empty() -> Value {
 }
 
 /// Polls `condition` until it holds, failing the test after `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn assert_status(outcome: &TaskOutcome, status: Outcome) {
     assert_eq!(outcome.status, status, "unexpected outcome: {outcome:#?}");
 }
@@ -210,7 +197,7 @@ async fn sql_timeout_cancels_the_backend() {
     // The run waits for the server to end the statement, so at most the backend's own
     // bookkeeping can lag behind; a backend left running would stay for 30 s.
     let client = s.db.connect().await;
-    wait_until(
+    common::eventually(
         "the pg_sleep backend to stop",
         Duration::from_secs(3),
         || {
@@ -254,7 +241,7 @@ async fn sql_cancellation_cancels_the_backend() {
     let client = s.db.connect().await;
     let run = run_task(&Task::Sql("SELECT pg_sleep(30)"), &ctx);
     let canceller = async {
-        wait_until("pg_sleep to start", Duration::from_secs(10), || async {
+        common::eventually("pg_sleep to start", Duration::from_secs(10), || async {
             sleeping_backends(&client).await == 1
         })
         .await;
@@ -263,7 +250,7 @@ async fn sql_cancellation_cancels_the_backend() {
     let (outcome, ()) = tokio::join!(run, canceller);
     assert_status(&outcome, Outcome::Cancelled);
     assert_eq!(outcome.error.as_deref(), Some("cancelled"));
-    wait_until(
+    common::eventually(
         "the pg_sleep backend to stop",
         Duration::from_secs(3),
         || async { sleeping_backends(&client).await == 0 },
@@ -408,7 +395,7 @@ async fn run_sql_on_times_out_and_cancels() {
         started.elapsed()
     );
     let observer = s.db.connect().await;
-    wait_until(
+    common::eventually(
         "the pg_sleep backend to stop",
         Duration::from_secs(3),
         || async { sleeping_backends(&observer).await == 0 },
@@ -805,7 +792,7 @@ async fn shell_ignoring_sigterm_is_killed_after_the_grace() {
         .trim()
         .parse()
         .unwrap();
-    wait_until(
+    common::eventually(
         "the background child to be killed",
         Duration::from_secs(5),
         || async { !process_alive(pid) },
@@ -846,7 +833,7 @@ async fn children_outliving_an_interrupted_program_are_killed_after_the_grace() 
         .trim()
         .parse()
         .unwrap();
-    wait_until("the child to be killed", Duration::from_secs(5), || async {
+    common::eventually("the child to be killed", Duration::from_secs(5), || async {
         !process_alive(pid)
     })
     .await;
@@ -898,7 +885,7 @@ async fn shell_cancellation_stops_it() {
         working_dir: None,
     };
     let canceller = async {
-        wait_until("the script to start", Duration::from_secs(10), || async {
+        common::eventually("the script to start", Duration::from_secs(10), || async {
             ready.exists()
         })
         .await;

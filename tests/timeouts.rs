@@ -58,15 +58,11 @@ impl Running {
 
 /// Polls `sql` (one boolean; NULL counts as false) until it is true, or panics after `within`.
 async fn wait_until(client: &Client, sql: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+    common::eventually(sql, within, || async {
         let done: Option<bool> = client.query_one(sql, &[]).await.unwrap().get(0);
-        if done == Some(true) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        done == Some(true)
+    })
+    .await;
 }
 
 /// What the deadline loops of this test process decide, at trace level, kept in memory (and

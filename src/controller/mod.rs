@@ -193,6 +193,7 @@ pub async fn run_sidecar(
 
     let mut timeouts = TimeoutConfig::new(url.clone());
     timeouts.poll = config.executor.poll;
+    timeouts.worker = config.executor.worker.clone();
     timeouts.metrics = timeout_metrics;
     let timeout_loop = tokio::spawn(timeout::run_timeouts(timeouts, shutdown.clone()));
     tracing::info!(worker = %config.executor.worker, dir = %config.dir.display(), "executing due runs and expiring timeouts");

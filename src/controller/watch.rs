@@ -302,9 +302,7 @@ fn is_relevant(event: &DebouncedEvent, status_dir: Option<&Path>) -> bool {
                 .file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default();
-            let ours = name.ends_with(".status.yaml")
-                || name.ends_with(".status.yml")
-                || (name.starts_with('.') && name.ends_with(".tmp") && name.contains(".status."));
+            let ours = spec::is_status_file_name(&name);
             let git = p.components().any(|c| c.as_os_str() == ".git");
             let in_status_dir = status_dir.is_some_and(|d| p.starts_with(d));
             !(ours || git || in_status_dir)

@@ -42,8 +42,16 @@ impl Loaded {
 pub fn is_spec_file_name(name: &str) -> bool {
     !name.starts_with('.')
         && (name.ends_with(".yaml") || name.ends_with(".yml"))
-        && !name.ends_with(".status.yaml")
-        && !name.ends_with(".status.yml")
+        && !is_status_file_name(name)
+}
+
+/// Is this one of pgsched's status files by its name: `NAME.status.yaml` (or `.yml`) beside a
+/// spec (see [`crate::status`]), or the temporary file one is written through
+/// (`.NAME.status.yaml.PID.tmp`)? Neither is a spec, nor a change of the specs.
+pub fn is_status_file_name(name: &str) -> bool {
+    name.ends_with(".status.yaml")
+        || name.ends_with(".status.yml")
+        || (name.starts_with('.') && name.ends_with(".tmp") && name.contains(".status."))
 }
 
 /// Lists spec files below `dir` (relative paths, sorted), with errors for what could not be

@@ -18,7 +18,7 @@ pub mod yaml;
 pub use document::{Object, Source, API_VERSION};
 pub use error::SpecError;
 pub use load::{
-    find_spec_files, is_spec_file_name, load_dir, load_snapshot, load_texts, snapshot_dir, Loaded,
-    Snapshot,
+    find_spec_files, is_spec_file_name, is_status_file_name, load_dir, load_snapshot, load_texts,
+    snapshot_dir, Loaded, Snapshot,
 };
 pub use model::*;

@@ -493,17 +493,30 @@ pub async fn wait_for(
     check: impl Fn(i64) -> bool,
     within: Duration,
 ) -> i64 {
+    let last = std::cell::Cell::new(0);
+    eventually(&format!("`{query}` to pass its check"), within, || async {
+        last.set(client.query_one(query, &[]).await.unwrap().get(0));
+        check(last.get())
+    })
+    .await;
+    last.get()
+}
+
+/// Awaits `condition` every 20 ms until it holds, and panics naming `what` when it has not
+/// within `within`: the one asynchronous wait of the tests (the threads of sidecar tests use
+/// [`wait_until`]).
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = Instant::now() + within;
-    loop {
-        let value: i64 = client.query_one(query, &[]).await.unwrap().get(0);
-        if check(value) {
-            return value;
-        }
+    while !condition().await {
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for `{query}` (last value {value})"
+            "timed out after {within:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
