@@ -116,3 +116,48 @@ fn the_specs_in_the_kubernetes_examples_are_valid() {
     }
     assert!(checked >= 1);
 }
+
+/// Every property of every object in every schema (the documents, their specs and every
+/// definition they refer to) says what it is for: editors show it on hover, and a field without
+/// it is a field users must guess at.
+#[test]
+fn every_property_in_every_schema_has_a_description() {
+    fn walk(at: &str, value: &serde_json::Value, missing: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                    for (name, property) in properties {
+                        let described = property
+                            .get("description")
+                            .and_then(|d| d.as_str())
+                            .is_some_and(|d| !d.trim().is_empty());
+                        if !described {
+                            missing.push(format!("{at}/properties/{name}"));
+                        }
+                    }
+                }
+                // An `if` only matches documents (`kind: Job`); it declares no field.
+                for (key, child) in map.iter().filter(|(key, _)| *key != "if") {
+                    walk(&format!("{at}/{key}"), child, missing);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(&format!("{at}/{i}"), child, missing);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut missing = Vec::new();
+    for (name, text) in all_schemas() {
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        walk(&name, &value, &mut missing);
+    }
+    assert!(
+        missing.is_empty(),
+        "{} properties have no description (add a doc comment to the field):\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+}

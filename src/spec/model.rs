@@ -114,6 +114,7 @@ pub struct Retries {
     /// How many times a failed run is retried. Default 0.
     #[serde(default)]
     pub limit: u32,
+    /// The wait before each retry: from `initial`, multiplied by `factor` up to `max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
 }
@@ -158,28 +159,40 @@ pub enum HttpMethod {
 #[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Builtin {
     /// Wait, e.g. between two steps of a chain.
-    Sleep { duration: SpecDuration },
+    Sleep {
+        /// How long to wait (`500ms`, `30s`, `1h30m`).
+        duration: SpecDuration,
+    },
     /// Write a line to pgsched's log and to the run's output.
     Log {
+        /// The line to write.
         message: String,
+        /// `debug`, `info` (default), `warn` or `error`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         level: Option<LogLevel>,
     },
     /// `pg_notify(channel, payload)` on the job's database.
     Notify {
+        /// The channel to notify.
         channel: String,
+        /// The payload (default: empty).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         payload: Option<String>,
     },
     /// An HTTP request; a status outside `expectStatus` (default 2xx) fails the run.
     Http {
+        /// The URL to request (`http` or `https`).
         url: String,
+        /// The method; default `GET`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         method: Option<HttpMethod>,
+        /// Request headers.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<String, String>,
+        /// The request body.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<String>,
+        /// The statuses that count as success; default any 2xx.
         #[serde(
             default,
             rename = "expectStatus",
@@ -296,71 +309,93 @@ macro_rules! impl_has_task {
     };
 }
 
-/// A task on a schedule, or on demand.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct JobSpec {
-    /// `min hour dom mon dow` (Vixie cron), 6 fields with leading seconds, `@daily` and the
-    /// other macros, `@every 5m` (fixed rate) or `@after 5m` (after the previous run finished).
-    /// Absent: on-demand only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
-    /// Run once at this RFC 3339 time, then complete. Exclusive with `schedule`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_at: Option<DateTime<FixedOffset>>,
-    /// IANA time zone the cron fields are read in. Default `UTC`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_zone: Option<String>,
-    /// No new instances while true; running ones finish.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspend: Option<bool>,
-    /// SQL to run. With `$1` (the run's parameters as jsonb) it must be a single statement;
-    /// without, several statements run as one batch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sql: Option<String>,
-    /// A program and its arguments, run without a shell.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    /// A script run by `/bin/sh -c`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shell: Option<String>,
-    /// A built-in task: `sleep`, `log`, `notify` or `http`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub builtin: Option<Builtin>,
-    /// Environment of a `command` or `shell` task.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Working directory of a `command` or `shell` task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<String>,
-    /// Name of a `Connection` to run SQL on another database.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
-    /// Default parameters; a trigger's parameters are overlaid on these.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Map<String, Value>>,
-    /// A run that takes longer is cancelled and counts as failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<SpecDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<Retries>,
-    /// `Allow`, `Forbid` (default) or `Replace`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency_policy: Option<ConcurrencyPolicy>,
-    /// With `concurrencyPolicy: Allow`: how many may run at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_instances: Option<u32>,
-    /// While this runs, no other instance of any job starts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclusive: Option<bool>,
-    /// `Skip`, `RunOnce` (default) or `RunAll`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub missed_runs: Option<MissedRuns>,
-    /// A tick older than this is never started late; it is recorded as missed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub starting_deadline: Option<SpecDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history: Option<History>,
+/// Declares a spec that runs on a schedule or on demand (a Job or a Chain), with the fields both
+/// share, documented once: `schedule` to `suspend` first, then `$before` (a Job's task), then
+/// `params` to `history`, then `$after` (a Chain's steps). The order is the serialized order,
+/// which the stored specs keep.
+macro_rules! runnable_spec {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($before:tt)* } then { $($after:tt)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        pub struct $name {
+            /// `min hour dom mon dow` (Vixie cron), 6 fields with leading seconds, `@daily` and
+            /// the other macros, `@every 5m` (fixed rate) or `@after 5m` (after the previous
+            /// run finished). Absent: on-demand only.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub schedule: Option<String>,
+            /// Run once at this RFC 3339 time, then complete. Exclusive with `schedule`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub run_at: Option<DateTime<FixedOffset>>,
+            /// IANA time zone the cron fields are read in. Default `UTC`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub time_zone: Option<String>,
+            /// No new instances while true; running ones finish.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub suspend: Option<bool>,
+            $($before)*
+            /// Default parameters; a trigger's parameters are overlaid on these.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub params: Option<Map<String, Value>>,
+            /// A run that takes longer (for a chain: the whole chain) is cancelled and counts
+            /// as failed.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub timeout: Option<SpecDuration>,
+            /// Retries of a failed run (of a chain: of the whole chain), with back-off.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub retries: Option<Retries>,
+            /// `Allow`, `Forbid` (default) or `Replace`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub concurrency_policy: Option<ConcurrencyPolicy>,
+            /// With `concurrencyPolicy: Allow`: how many may run at once.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub max_instances: Option<u32>,
+            /// While this runs, no other instance of any job starts.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub exclusive: Option<bool>,
+            /// `Skip`, `RunOnce` (default) or `RunAll`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub missed_runs: Option<MissedRuns>,
+            /// A tick older than this is never started late; it is recorded as missed.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub starting_deadline: Option<SpecDuration>,
+            /// How many finished runs to keep in `pgsched.runs`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub history: Option<History>,
+            $($after)*
+        }
+    };
+}
+
+runnable_spec! {
+    /// A task on a schedule, or on demand.
+    pub struct JobSpec {
+        /// SQL to run. With `$1` (the run's parameters as jsonb) it must be a single statement;
+        /// without, several statements run as one batch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub sql: Option<String>,
+        /// A program and its arguments, run without a shell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub command: Option<Vec<String>>,
+        /// A script run by `/bin/sh -c`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub shell: Option<String>,
+        /// A built-in task: `sleep`, `log`, `notify` or `http`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub builtin: Option<Builtin>,
+        /// Environment of a `command` or `shell` task.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub env: BTreeMap<String, String>,
+        /// Working directory of a `command` or `shell` task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub working_dir: Option<String>,
+        /// Name of a `Connection` to run SQL on another database.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub database: Option<String>,
+    } then {}
 }
 impl_has_task!(JobSpec);
 
@@ -420,47 +455,19 @@ impl Step {
     }
 }
 
-/// Steps run in order as one instance (or, with `needs`, as a graph).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ChainSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_at: Option<DateTime<FixedOffset>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_zone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspend: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Map<String, Value>>,
-    /// Limit for the whole chain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<SpecDuration>,
-    /// Retries of the whole chain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<Retries>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency_policy: Option<ConcurrencyPolicy>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_instances: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclusive: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub missed_runs: Option<MissedRuns>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub starting_deadline: Option<SpecDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history: Option<History>,
-    /// Every SQL step on one connection, in one transaction, committed at the end.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transaction: Option<bool>,
-    /// The steps, run in order (or as a graph when a step has `needs`).
-    pub steps: Vec<Step>,
-    /// Steps run in order when the chain fails (after its transaction is rolled back), with
-    /// the run's parameters plus `failedStep`, `error`, `attempt` and `willRetry`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_failure: Option<Vec<Step>>,
+runnable_spec! {
+    /// Steps run in order as one instance (or, with `needs`, as a graph).
+    pub struct ChainSpec {} then {
+        /// Every SQL step on one connection, in one transaction, committed at the end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub transaction: Option<bool>,
+        /// The steps, run in order (or as a graph when a step has `needs`).
+        pub steps: Vec<Step>,
+        /// Steps run in order when the chain fails (after its transaction is rolled back), with
+        /// the run's parameters plus `failedStep`, `error`, `attempt` and `willRetry`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub on_failure: Option<Vec<Step>>,
+    }
 }
 
 impl ChainSpec {

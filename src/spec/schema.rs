@@ -7,9 +7,35 @@ use schemars::{generate::SchemaSettings, JsonSchema};
 use serde_json::{json, Value};
 use std::path::Path;
 
+const API_VERSION_DOC: &str = "The version of pgsched's spec format: `pgsched/v1`.";
+const KIND_DOC: &str = "What this document declares: `Job`, `Chain`, `Timeout` or `Connection`.";
+
 fn spec_schema<T: JsonSchema>() -> Value {
     let generator = SchemaSettings::draft07().into_generator();
-    generator.into_root_schema_for::<T>().to_value()
+    let mut schema = generator.into_root_schema_for::<T>().to_value();
+    describe_builtin_names(&mut schema);
+    schema
+}
+
+/// The built-ins are an internally tagged enum: schemars writes each variant's `name` tag as a
+/// bare constant. Say what it is, so that every property of the schema is described.
+fn describe_builtin_names(schema: &mut Value) {
+    let Some(Value::Array(variants)) = schema.pointer_mut("/definitions/Builtin/oneOf") else {
+        return;
+    };
+    for variant in variants {
+        if let Some(Value::Object(name)) = variant.pointer_mut("/properties/name") {
+            let which = name
+                .get("const")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            name.insert(
+                "description".into(),
+                Value::String(format!("Which built-in task: `{which}`.")),
+            );
+        }
+    }
 }
 
 /// The full document schema for one kind: envelope plus that kind's spec.
@@ -43,8 +69,8 @@ pub fn kind_schema(kind: Kind) -> Value {
         "additionalProperties": false,
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "properties": {
-            "apiVersion": {"const": API_VERSION},
-            "kind": {"const": kind.as_str()},
+            "apiVersion": {"const": API_VERSION, "description": API_VERSION_DOC},
+            "kind": {"const": kind.as_str(), "description": KIND_DOC},
             "metadata": strip(metadata),
             "spec": strip(spec),
         },
@@ -79,8 +105,8 @@ pub fn umbrella_schema() -> Value {
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "properties": {
-            "apiVersion": {"const": API_VERSION},
-            "kind": {"enum": Kind::ALL.map(Kind::as_str)},
+            "apiVersion": {"const": API_VERSION, "description": API_VERSION_DOC},
+            "kind": {"enum": Kind::ALL.map(Kind::as_str), "description": KIND_DOC},
         },
         "allOf": branches,
         "definitions": definitions,
