@@ -708,11 +708,13 @@ async fn a_lost_notification_is_covered_by_the_poll() {
         Duration::from_secs(10),
     )
     .await;
+    // Timed from before the INSERT is sent: the row's clock (its now()) starts after that,
+    // while the INSERT's answer may come back late on a busy machine.
+    let inserted = Instant::now();
     client
         .execute("INSERT INTO hold VALUES (1, now())", &[])
         .await
         .unwrap();
-    let inserted = Instant::now();
     wait_until(
         &client,
         "SELECT NOT EXISTS (SELECT 1 FROM hold WHERE id = 1)",

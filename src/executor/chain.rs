@@ -33,8 +33,6 @@ use chrono::Utc;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use tokio::time::Instant;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::SimpleQueryMessage;
 
 use super::connections::Databases;
 use super::policy;
@@ -43,9 +41,7 @@ use crate::duration::format_duration;
 use crate::spec::{ChainSpec, HasTask, Step, Task};
 use crate::store::chains::{self, StepRow};
 use crate::store::describe_pg_error;
-
-/// The savepoint taken before an SQL step that may be ignored or retried in a transaction.
-const SAVEPOINT: &str = "pgsched_step";
+use crate::store::session::{self, TransactionState};
 
 /// How long a ROLLBACK or COMMIT may take before the connection is closed instead.
 const END_WAIT: Duration = Duration::from_secs(10);
@@ -652,7 +648,7 @@ impl<'d> Transaction<'d> {
                 Ok(got) => got,
                 Err(e) => return (failed(e.to_string()), true),
             };
-            if let Err(e) = conn.batch_execute("BEGIN").await {
+            if let Err(e) = session::begin(&conn).await {
                 drop(deadpool_postgres::Object::take(conn));
                 return (failed(describe_pg_error(&e)), true);
             }
@@ -662,10 +658,7 @@ impl<'d> Transaction<'d> {
         }
         let client: &tokio_postgres::Client = self.conn.as_ref().expect("connected");
         if savepoint {
-            if let Err(e) = client
-                .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))
-                .await
-            {
+            if let Err(e) = session::step_savepoint(client).await {
                 self.discard = true;
                 return (
                     failed(format!(
@@ -689,10 +682,7 @@ impl<'d> Transaction<'d> {
                 return (outcome, false);
             }
             if savepoint {
-                if let Err(e) = client
-                    .batch_execute(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
-                    .await
-                {
+                if let Err(e) = session::release_step_savepoint(client).await {
                     self.discard = true;
                     return (
                         failed(format!(
@@ -708,10 +698,7 @@ impl<'d> Transaction<'d> {
         if !savepoint {
             return (outcome, false);
         }
-        match client
-            .batch_execute(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
-            .await
-        {
+        match session::roll_back_step(client).await {
             Ok(()) => (outcome, true),
             Err(e) => {
                 self.discard = true;
@@ -731,7 +718,7 @@ impl<'d> Transaction<'d> {
         let Some(conn) = self.conn.take() else {
             return Ok(());
         };
-        match tokio::time::timeout(END_WAIT, conn.batch_execute("COMMIT")).await {
+        match tokio::time::timeout(END_WAIT, session::commit(&conn)).await {
             Ok(Ok(())) => {
                 self.release(conn);
                 Ok(())
@@ -758,7 +745,7 @@ impl<'d> Transaction<'d> {
             return;
         };
         if !self.discard {
-            match tokio::time::timeout(END_WAIT, conn.batch_execute("ROLLBACK")).await {
+            match tokio::time::timeout(END_WAIT, session::rollback(&conn)).await {
                 Ok(Ok(())) => {}
                 _ => self.discard = true,
             }
@@ -788,23 +775,10 @@ impl Drop for Transaction<'_> {
 /// Fails when a step's SQL ended the chain's transaction (COMMIT or ROLLBACK of its own), or
 /// left it aborted.
 async fn still_in_transaction(client: &tokio_postgres::Client) -> Result<(), String> {
-    // Inside a transaction block the transaction started before this statement.
-    match client
-        .simple_query("SELECT transaction_timestamp() <> statement_timestamp()")
-        .await
-    {
-        Ok(messages) => {
-            let in_block = messages.iter().any(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0) == Some("t"),
-                _ => false,
-            });
-            if in_block {
-                Ok(())
-            } else {
-                Err("the step's SQL ended the chain's transaction (COMMIT or ROLLBACK in a step); what the SQL steps did until then may have been committed".into())
-            }
-        }
-        Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+    match session::transaction_state(client).await {
+        Ok(TransactionState::InBlock) => Ok(()),
+        Ok(TransactionState::Idle) => Err("the step's SQL ended the chain's transaction (COMMIT or ROLLBACK in a step); what the SQL steps did until then may have been committed".into()),
+        Ok(TransactionState::Aborted) => {
             Err("the step's SQL left the chain's transaction aborted".into())
         }
         Err(e) => Err(describe_pg_error(&e)),

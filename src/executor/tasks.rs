@@ -36,6 +36,7 @@ use crate::duration::format_duration;
 use crate::spec::sql::scan_sql;
 use crate::spec::{Builtin, HttpMethod, LogLevel, Task};
 use crate::store::describe_pg_error;
+use crate::store::session::{self, TransactionState};
 use crate::store::tls::Tls;
 
 /// How much of a task's output a run keeps: the last 64 KiB of a program's stdout and
@@ -187,10 +188,7 @@ where
     if !run.interrupted && limits.deadline.is_some() {
         // In a chain's transaction the SET would otherwise outlive this step. An aborted
         // transaction refuses the RESET, but its rollback undoes the SET anyway.
-        let _ = client
-            .client()
-            .batch_execute("RESET statement_timeout")
-            .await;
+        let _ = session::reset_statement_timeout(client.client()).await;
     }
     run.outcome
 }
@@ -350,11 +348,8 @@ async fn execute_sql(
         if remaining.is_zero() {
             return finished(limits.outcome(Interrupt::TimedOut, String::new()));
         }
-        let ms = (remaining + STATEMENT_TIMEOUT_MARGIN).as_millis();
-        if let Err(e) = client
-            .batch_execute(&format!("SET statement_timeout = {ms}"))
-            .await
-        {
+        let limit = remaining + STATEMENT_TIMEOUT_MARGIN;
+        if let Err(e) = session::set_statement_timeout(client, limit).await {
             return finished(TaskOutcome::failed(describe_pg_error(&e), String::new()));
         }
     }
@@ -447,24 +442,13 @@ fn sql_outcome(result: Result<SqlCounts, tokio_postgres::Error>, limits: &Limits
 async fn roll_back_open_transaction(
     client: &tokio_postgres::Client,
 ) -> Result<bool, tokio_postgres::Error> {
-    // There is no SQL function for the transaction status. But outside a block each statement
-    // starts its own transaction, whose start time is that statement's start time; inside a
-    // block the transaction started with an earlier statement.
-    let in_block = match client
-        .simple_query("SELECT transaction_timestamp() <> statement_timestamp()")
-        .await
-    {
-        Ok(messages) => messages.iter().any(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0) == Some("t"),
-            _ => false,
-        }),
-        Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => true,
-        Err(e) => return Err(e),
-    };
-    if in_block {
-        client.batch_execute("ROLLBACK").await?;
+    match session::transaction_state(client).await? {
+        TransactionState::Idle => Ok(false),
+        TransactionState::InBlock | TransactionState::Aborted => {
+            session::rollback(client).await?;
+            Ok(true)
+        }
     }
-    Ok(in_block)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -845,8 +829,7 @@ async fn run_builtin(builtin: &Builtin, ctx: &TaskContext<'_>, limits: &Limits) 
                     .get(ctx.database)
                     .await
                     .map_err(|e| e.to_string())?;
-                client
-                    .execute("SELECT pg_notify($1, $2)", &[&channel.as_str(), &payload])
+                session::notify(&client, channel, payload)
                     .await
                     .map_err(|e| describe_pg_error(&e))?;
                 Ok::<_, String>(())

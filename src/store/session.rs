@@ -159,3 +159,110 @@ impl std::fmt::Debug for Session {
             .finish()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transaction control and session settings of the connections tasks run on
+
+/// Where a session stands with respect to a transaction block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionState {
+    /// Outside a block: each statement is its own transaction.
+    Idle,
+    /// Inside a block (after `BEGIN`).
+    InBlock,
+    /// Inside a block that failed: only a rollback is accepted.
+    Aborted,
+}
+
+/// Asks the server where the session stands. There is no SQL function for it, but outside a
+/// block each statement starts its own transaction, whose start time is the statement's;
+/// inside one the transaction started with an earlier statement; an aborted one refuses this.
+pub async fn transaction_state(client: &Client) -> Result<TransactionState, tokio_postgres::Error> {
+    match client
+        .simple_query("SELECT transaction_timestamp() <> statement_timestamp()")
+        .await
+    {
+        Ok(messages) => {
+            let in_block = messages.iter().any(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0) == Some("t"),
+                _ => false,
+            });
+            Ok(if in_block {
+                TransactionState::InBlock
+            } else {
+                TransactionState::Idle
+            })
+        }
+        Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+            Ok(TransactionState::Aborted)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `BEGIN`.
+pub async fn begin(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await
+}
+
+/// `COMMIT`.
+pub async fn commit(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("COMMIT").await
+}
+
+/// `ROLLBACK`.
+pub async fn rollback(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("ROLLBACK").await
+}
+
+/// The savepoint a chain step in a transaction runs under, so that a step that fails and is
+/// retried (or whose failure is allowed) undoes only its own work.
+const STEP_SAVEPOINT: &str = "pgsched_step";
+
+/// `SAVEPOINT` before a chain step.
+pub async fn step_savepoint(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("SAVEPOINT {STEP_SAVEPOINT}"))
+        .await
+}
+
+/// `RELEASE SAVEPOINT` after a step that succeeded.
+pub async fn release_step_savepoint(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("RELEASE SAVEPOINT {STEP_SAVEPOINT}"))
+        .await
+}
+
+/// `ROLLBACK TO SAVEPOINT` after a step that failed.
+pub async fn roll_back_step(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("ROLLBACK TO SAVEPOINT {STEP_SAVEPOINT}"))
+        .await
+}
+
+/// `SET statement_timeout`, to the millisecond: the server-side backstop of a task's timeout.
+pub async fn set_statement_timeout(
+    client: &Client,
+    limit: Duration,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("SET statement_timeout = {}", limit.as_millis()))
+        .await
+}
+
+/// `RESET statement_timeout`, so that the next task on a pooled connection has none.
+pub async fn reset_statement_timeout(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("RESET statement_timeout").await
+}
+
+/// `pg_notify(channel, payload)`: the `notify` built-in.
+pub async fn notify(
+    client: &Client,
+    channel: &str,
+    payload: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+        .await
+        .map(|_| ())
+}
