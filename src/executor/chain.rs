@@ -42,6 +42,7 @@ use crate::spec::{ChainSpec, HasTask, Step, Task};
 use crate::store::chains::{self, StepRow};
 use crate::store::describe_pg_error;
 use crate::store::session::{self, TransactionState};
+use crate::store::states::StepStatus;
 
 /// How long a ROLLBACK or COMMIT may take before the connection is closed instead.
 const END_WAIT: Duration = Duration::from_secs(10);
@@ -147,8 +148,8 @@ impl Runner<'_, '_> {
             };
             if rolled_back && tx.began {
                 for (row, step) in rows.iter_mut().zip(&chain.steps) {
-                    if step.sql.is_some() && row.status == "succeeded" {
-                        row.status = "rolled_back";
+                    if step.sql.is_some() && row.status == StepStatus::Succeeded {
+                        row.status = StepStatus::RolledBack;
                     }
                 }
             }
@@ -229,7 +230,7 @@ impl Runner<'_, '_> {
 
         let rows_affected = rows
             .iter()
-            .filter(|r| !r.on_failure && r.status == "succeeded")
+            .filter(|r| !r.on_failure && r.status == StepStatus::Succeeded)
             .filter_map(|r| r.rows_affected)
             .reduce(|a, b| a.saturating_add(b));
         let output = summary(&rows);
@@ -368,7 +369,7 @@ impl Runner<'_, '_> {
     ) -> (StepRow, StepEnd) {
         let ignore = step.ignore_error == Some(true);
         let Some(task) = step.task() else {
-            row.status = "failed";
+            row.status = StepStatus::Failed;
             row.ignored = ignore;
             row.error = Some("the step has no task".into());
             self.record(std::slice::from_ref(&row)).await;
@@ -379,13 +380,17 @@ impl Runner<'_, '_> {
         loop {
             let Some((timeout, chain_limited)) = limits(step, phase) else {
                 // The phase's time was up before this attempt could start.
-                row.status = if attempt == 1 { "skipped" } else { "failed" };
+                row.status = if attempt == 1 {
+                    StepStatus::Skipped
+                } else {
+                    StepStatus::Failed
+                };
                 row.error = Some(format!("not run: {} passed", phase.budget));
                 row.finished_at = row.started_at.map(|_| Utc::now());
                 self.record(std::slice::from_ref(&row)).await;
                 return (row, StepEnd::ChainTimedOut);
             };
-            row.status = "running";
+            row.status = StepStatus::Running;
             row.attempt = attempt;
             if attempt == 1 {
                 row.started_at = Some(Utc::now());
@@ -449,9 +454,9 @@ impl Runner<'_, '_> {
             };
             row.finished_at = Some(Utc::now());
             row.status = match end {
-                StepEnd::Succeeded => "succeeded",
-                StepEnd::Failed { .. } | StepEnd::ChainTimedOut => "failed",
-                StepEnd::Cancelled => "cancelled",
+                StepEnd::Succeeded => StepStatus::Succeeded,
+                StepEnd::Failed { .. } | StepEnd::ChainTimedOut => StepStatus::Failed,
+                StepEnd::Cancelled => StepStatus::Cancelled,
             };
             row.ignored = matches!(end, StepEnd::Failed { ignored: true });
             self.record(std::slice::from_ref(&row)).await;
@@ -488,7 +493,7 @@ impl Runner<'_, '_> {
         };
         let needs = if graph { self.needs() } else { Vec::new() };
         for i in 0..rows.len() {
-            if rows[i].status != "pending" {
+            if rows[i].status != StepStatus::Pending {
                 continue;
             }
             // In a graph, name the step it waited for that did not finish, if any.
@@ -497,22 +502,22 @@ impl Runner<'_, '_> {
                 .into_iter()
                 .flatten()
                 .find_map(|&j| match rows[j].status {
-                    "failed" if !rows[j].ignored => Some(format!(
+                    StepStatus::Failed if !rows[j].ignored => Some(format!(
                         "not run: it needs `{}`, which failed",
                         rows[j].name
                     )),
-                    "skipped" | "pending" => Some(format!(
+                    StepStatus::Skipped | StepStatus::Pending => Some(format!(
                         "not run: it needs `{}`, which did not run",
                         rows[j].name
                     )),
-                    "cancelled" => Some(format!(
+                    StepStatus::Cancelled => Some(format!(
                         "not run: it needs `{}`, which was cancelled",
                         rows[j].name
                     )),
                     _ => None,
                 })
                 .unwrap_or_else(|| general.clone());
-            rows[i].status = "skipped";
+            rows[i].status = StepStatus::Skipped;
             rows[i].error = Some(reason);
         }
     }
@@ -566,17 +571,23 @@ fn summary(rows: &[StepRow]) -> String {
     fn counts(rows: &[&StepRow]) -> String {
         let count = |f: &dyn Fn(&StepRow) -> bool| rows.iter().filter(|r| f(r)).count();
         let parts = [
-            (count(&|r| r.status == "succeeded"), "succeeded"),
-            (count(&|r| r.status == "failed" && !r.ignored), "failed"),
+            (count(&|r| r.status == StepStatus::Succeeded), "succeeded"),
             (
-                count(&|r| r.status == "failed" && r.ignored),
+                count(&|r| r.status == StepStatus::Failed && !r.ignored),
+                "failed",
+            ),
+            (
+                count(&|r| r.status == StepStatus::Failed && r.ignored),
                 "failed (ignored)",
             ),
-            (count(&|r| r.status == "rolled_back"), "rolled back"),
-            (count(&|r| r.status == "cancelled"), "cancelled"),
-            (count(&|r| r.status == "skipped"), "skipped"),
             (
-                count(&|r| matches!(r.status, "pending" | "running")),
+                count(&|r| r.status == StepStatus::RolledBack),
+                "rolled back",
+            ),
+            (count(&|r| r.status == StepStatus::Cancelled), "cancelled"),
+            (count(&|r| r.status == StepStatus::Skipped), "skipped"),
+            (
+                count(&|r| matches!(r.status, StepStatus::Pending | StepStatus::Running)),
                 "unfinished",
             ),
         ];
@@ -814,7 +825,7 @@ fn interrupted(status: Outcome, error: &str) -> TaskOutcome {
 mod tests {
     use super::*;
 
-    fn row(status: &'static str, ignored: bool, on_failure: bool) -> StepRow {
+    fn row(status: StepStatus, ignored: bool, on_failure: bool) -> StepRow {
         StepRow {
             status,
             ignored,
@@ -825,23 +836,23 @@ mod tests {
     #[test]
     fn the_summary_counts_steps_by_outcome() {
         let rows = [
-            row("succeeded", false, false),
-            row("failed", true, false),
-            row("succeeded", false, false),
+            row(StepStatus::Succeeded, false, false),
+            row(StepStatus::Failed, true, false),
+            row(StepStatus::Succeeded, false, false),
         ];
         assert_eq!(summary(&rows), "3 steps: 2 succeeded, 1 failed (ignored)");
         let rows = [
-            row("rolled_back", false, false),
-            row("failed", false, false),
-            row("skipped", false, false),
-            row("succeeded", false, true),
+            row(StepStatus::RolledBack, false, false),
+            row(StepStatus::Failed, false, false),
+            row(StepStatus::Skipped, false, false),
+            row(StepStatus::Succeeded, false, true),
         ];
         assert_eq!(
             summary(&rows),
             "3 steps: 1 failed, 1 rolled back, 1 skipped; onFailure: 1 succeeded"
         );
         assert_eq!(
-            summary(&[row("succeeded", false, false)]),
+            summary(&[row(StepStatus::Succeeded, false, false)]),
             "1 step: 1 succeeded"
         );
     }

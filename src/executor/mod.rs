@@ -21,6 +21,7 @@ use crate::store::listener::{Heard, Listener};
 use crate::store::runs::{
     self, ClaimedRun, Completion, Finish, CHANNEL_CANCEL, CHANNEL_JOBS, CHANNEL_RUNS,
 };
+use crate::store::states::RunStatus;
 use crate::store::{Context, StoreError};
 use chrono::{DateTime, Utc};
 use connections::Databases;
@@ -244,7 +245,7 @@ pub async fn run_executor(
                             execute(run, &pool, &databases, token, &in_flight, clock.as_ref())
                                 .await;
                         if let Some(o) = &observer {
-                            o.finished(&job, completion.status, began.elapsed());
+                            o.finished(&job, completion.status.as_str(), began.elapsed());
                         }
                         in_flight
                             .runs
@@ -395,8 +396,8 @@ async fn materialize(
             .map(|t| runs::TickRow {
                 at: t.at,
                 status: match t.outcome {
-                    TickOutcome::Run => "pending",
-                    TickOutcome::Missed => "missed",
+                    TickOutcome::Run => RunStatus::Pending,
+                    TickOutcome::Missed => RunStatus::Missed,
                 },
                 trigger: if t.catch_up { "catchup" } else { "schedule" },
                 error: t.reason.clone(),
@@ -511,17 +512,17 @@ async fn claim(
             Decision::Wait => waiting = true,
             Decision::Skip(error) => finishes.push(Finish {
                 id: pending.id,
-                status: "skipped",
+                status: RunStatus::Skipped,
                 error,
             }),
             Decision::Miss(error) => finishes.push(Finish {
                 id: pending.id,
-                status: "missed",
+                status: RunStatus::Missed,
                 error,
             }),
             Decision::Cancel(error) => finishes.push(Finish {
                 id: pending.id,
-                status: "cancelled",
+                status: RunStatus::Cancelled,
                 error,
             }),
         }
@@ -598,7 +599,7 @@ async fn execute(
     let settlement = policy::settle(result, run.attempt, scheduling.retries, now, rand::random());
     let (status, attempt, due_at) = match settlement {
         Settlement::Finished(status) => (status, run.attempt, None),
-        Settlement::Retry { attempt, due_at } => ("pending", attempt, Some(due_at)),
+        Settlement::Retry { attempt, due_at } => (RunStatus::Pending, attempt, Some(due_at)),
     };
     let error = match result {
         AttemptResult::Replaced => {
@@ -610,12 +611,12 @@ async fn execute(
         _ => outcome.error,
     };
     let after_next = match status {
-        "pending" => None,
+        RunStatus::Pending => None,
         _ => timing_of(&run.spec)
             .and_then(|t| ticks::after_finish(&t, now))
             .map(|at| (run.job.clone(), at)),
     };
-    if status == "failed" {
+    if status == RunStatus::Failed {
         tracing::warn!(job = %run.job, run = run.id, attempt = run.attempt, error = ?error, "run failed");
     }
     Completion {

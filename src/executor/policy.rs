@@ -3,6 +3,7 @@
 //! `startingDeadline` and back-off are tested without a database or a clock.
 
 use crate::spec::{ConcurrencyPolicy, Retries, Runnable};
+use crate::store::states::RunStatus;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -116,7 +117,7 @@ pub enum AttemptResult {
 /// What the run's row becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
-    Finished(&'static str),
+    Finished(RunStatus),
     /// Back to pending, for another attempt at `due_at`.
     Retry {
         attempt: i32,
@@ -161,8 +162,8 @@ pub fn settle(
             + TimeDelta::from_std(backoff(retries, attempt, jitter)).unwrap_or(TimeDelta::MAX),
     };
     match result {
-        AttemptResult::Succeeded => Settlement::Finished("succeeded"),
-        AttemptResult::Replaced => Settlement::Finished("cancelled"),
+        AttemptResult::Succeeded => Settlement::Finished(RunStatus::Succeeded),
+        AttemptResult::Replaced => Settlement::Finished(RunStatus::Cancelled),
         AttemptResult::Interrupted => Settlement::Retry {
             // Not the job's fault: the attempt does not count.
             attempt,
@@ -170,7 +171,7 @@ pub fn settle(
         },
         AttemptResult::Failed | AttemptResult::TimedOut => match retries {
             Some(r) if attempt <= r.limit as i32 => retry(r),
-            _ => Settlement::Finished("failed"),
+            _ => Settlement::Finished(RunStatus::Failed),
         },
     }
 }
@@ -344,7 +345,7 @@ mod tests {
         };
         assert_eq!(
             settle(AttemptResult::Succeeded, 1, Some(&r), now(), 0.5),
-            Settlement::Finished("succeeded")
+            Settlement::Finished(RunStatus::Succeeded)
         );
         assert_eq!(
             settle(AttemptResult::Failed, 1, Some(&r), now(), 0.5),
@@ -359,15 +360,15 @@ mod tests {
         ));
         assert_eq!(
             settle(AttemptResult::Failed, 3, Some(&r), now(), 0.5),
-            Settlement::Finished("failed")
+            Settlement::Finished(RunStatus::Failed)
         );
         assert_eq!(
             settle(AttemptResult::Failed, 1, None, now(), 0.5),
-            Settlement::Finished("failed")
+            Settlement::Finished(RunStatus::Failed)
         );
         assert_eq!(
             settle(AttemptResult::Replaced, 1, Some(&r), now(), 0.5),
-            Settlement::Finished("cancelled")
+            Settlement::Finished(RunStatus::Cancelled)
         );
         assert_eq!(
             settle(AttemptResult::Interrupted, 2, Some(&r), now(), 0.5),

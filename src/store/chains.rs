@@ -4,6 +4,7 @@
 //! upserted, so a step's record can be rewritten as it goes from pending to running to its end.
 
 use super::{Context, StoreError};
+use crate::store::states::StepStatus;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
@@ -14,8 +15,8 @@ pub struct StepRow {
     /// 1-based; `onFailure` steps come after the chain's steps.
     pub position: i32,
     pub name: String,
-    /// `pending`, `running`, `succeeded`, `failed`, `skipped`, `cancelled` or `rolled_back`.
-    pub status: &'static str,
+    /// Where the step stands.
+    pub status: StepStatus,
     /// The step's own attempt (its `retries` inside the run).
     pub attempt: i32,
     /// A failure that `ignoreError` let the chain go past.
@@ -34,7 +35,7 @@ impl StepRow {
         StepRow {
             position,
             name: name.into(),
-            status: "pending",
+            status: StepStatus::Pending,
             attempt: 1,
             ignored: false,
             on_failure,

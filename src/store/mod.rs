@@ -11,6 +11,7 @@ pub mod objects;
 pub mod report;
 pub mod runs;
 pub mod session;
+pub mod states;
 pub mod timeouts;
 pub mod tls;
 

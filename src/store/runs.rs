@@ -3,6 +3,7 @@
 
 use super::{Context, StoreError, LOCK_CLASS};
 use crate::spec::Runnable;
+use crate::store::states::RunStatus;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
@@ -55,8 +56,8 @@ pub async fn due_jobs(
 #[derive(Debug, Clone)]
 pub struct TickRow {
     pub at: DateTime<Utc>,
-    /// `pending` or `missed`.
-    pub status: &'static str,
+    /// `Pending` or `Missed`.
+    pub status: RunStatus,
     /// `schedule` or `catchup`.
     pub trigger: &'static str,
     pub error: Option<String>,
@@ -100,7 +101,7 @@ pub async fn advance_job(
         )
         .await
         .context("recording ticks as runs")?;
-        if ticks.iter().any(|t| t.status == "pending") {
+        if ticks.iter().any(|t| t.status == RunStatus::Pending) {
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL_RUNS, &job])
                 .await
                 .context("notifying executors")?;
@@ -166,7 +167,7 @@ pub struct ClaimedRun {
 #[derive(Debug, Clone)]
 pub struct Finish {
     pub id: i64,
-    pub status: &'static str,
+    pub status: RunStatus,
     pub error: String,
 }
 
@@ -286,8 +287,8 @@ pub async fn write_claim(
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub id: i64,
-    /// `succeeded`, `failed`, `cancelled`, or `pending` for a retry.
-    pub status: &'static str,
+    /// `Succeeded`, `Failed`, `Cancelled`, or `Pending` for a retry.
+    pub status: RunStatus,
     pub attempt: i32,
     /// For a retry: when the next attempt is due.
     pub due_at: Option<DateTime<Utc>>,
@@ -405,7 +406,7 @@ pub async fn recover_lost(c: &impl GenericClient, stale_ms: i64) -> Result<(u64,
         .context("recovering lost runs")?;
     let retried = rows
         .iter()
-        .filter(|r| r.get::<_, String>(0) == "pending")
+        .filter(|r| r.get::<_, RunStatus>(0) == RunStatus::Pending)
         .count() as u64;
     if retried > 0 {
         c.execute("SELECT pg_notify($1, '')", &[&CHANNEL_RUNS])
