@@ -25,8 +25,6 @@ use crate::spec::ConnectionSpec;
 use crate::store::describe_pg_error;
 use crate::store::tls::Tls;
 
-use super::tasks::TaskError;
-
 /// How long opening one connection may take when the URL does not say (`connect_timeout`).
 /// Without it an unreachable host would hold a task until the kernel gives up on TCP.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +32,41 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shown in `pg_stat_activity` unless the URL names another application.
 const APPLICATION_NAME: &str = "pgsched";
+
+/// A task that could not start because its database is not available.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    /// The task names a Connection that is not applied.
+    #[error("no Connection named `{name}`; add a Connection object with that name or fix the task's `database`")]
+    UnknownConnection {
+        /// The name the task gave.
+        name: String,
+    },
+    /// The Connection's URL cannot be read.
+    #[error("{database}: invalid connection URL: {reason}")]
+    InvalidUrl {
+        /// The Connection (or the scheduler's own database).
+        database: String,
+        /// What is wrong with the URL.
+        reason: String,
+    },
+    /// The Connection's password could not be read from its environment variable or file.
+    #[error("{database}: {reason}")]
+    Password {
+        /// The Connection.
+        database: String,
+        /// Why the password is missing.
+        reason: String,
+    },
+    /// The database did not accept a connection.
+    #[error("cannot connect to {database}: {reason}")]
+    Connect {
+        /// The Connection (or the scheduler's own database).
+        database: String,
+        /// The server's or the network's answer.
+        reason: String,
+    },
+}
 
 /// The pools of every database a task may run on.
 pub struct Databases {
@@ -65,12 +98,13 @@ impl std::fmt::Debug for Databases {
 impl Databases {
     /// Pools for the scheduler's own database at `default_url` (a tokio-postgres connection
     /// string or URL), each pool holding at most `max_size` connections. Connects lazily.
-    pub fn new(default_url: &str, max_size: usize) -> Result<Databases, TaskError> {
+    pub fn new(default_url: &str, max_size: usize) -> Result<Databases, ConnectionError> {
         let target = crate::store::scheduler_target(default_url);
-        let (config, tls) = with_defaults(target).map_err(|reason| TaskError::InvalidUrl {
-            database: DEFAULT_LABEL.to_string(),
-            reason,
-        })?;
+        let (config, tls) =
+            with_defaults(target).map_err(|reason| ConnectionError::InvalidUrl {
+                database: DEFAULT_LABEL.to_string(),
+                reason,
+            })?;
         Ok(Databases {
             default: build_pool(config, tls.clone(), max_size),
             default_tls: tls,
@@ -105,7 +139,7 @@ impl Databases {
     /// A connection to the task's database (the scheduler's own when `database` is `None`,
     /// else the `Connection` object of that name), with the TLS connector it was made with:
     /// a cancel request for it must go out the same way, whatever the specs say by then.
-    pub async fn get(&self, database: Option<&str>) -> Result<(Object, Tls), TaskError> {
+    pub async fn get(&self, database: Option<&str>) -> Result<(Object, Tls), ConnectionError> {
         let Some(name) = database else {
             return self
                 .default
@@ -117,7 +151,7 @@ impl Databases {
         let (pool, tls) = match self.named_pool(name) {
             // Connections are re-read once per poll interval; one applied together with the job
             // and triggered at once may be newer than that. Look before failing the run.
-            Err(TaskError::UnknownConnection { .. }) if self.learn_connection(name).await => {
+            Err(ConnectionError::UnknownConnection { .. }) if self.learn_connection(name).await => {
                 self.named_pool(name)?
             }
             other => other?,
@@ -154,11 +188,11 @@ impl Databases {
 
     /// The pool of `Connection` `name` and its TLS connector, created (and its password read)
     /// on first use.
-    fn named_pool(&self, name: &str) -> Result<(Pool, Tls), TaskError> {
+    fn named_pool(&self, name: &str) -> Result<(Pool, Tls), ConnectionError> {
         let mut named = self.named.lock().unwrap();
         let entry = named
             .get_mut(name)
-            .ok_or_else(|| TaskError::UnknownConnection {
+            .ok_or_else(|| ConnectionError::UnknownConnection {
                 name: name.to_string(),
             })?;
         if let (Some(pool), Some(tls)) = (&entry.pool, &entry.tls) {
@@ -167,13 +201,13 @@ impl Databases {
         let label = format!("connection `{name}`");
         let (mut config, tls) =
             with_defaults(crate::store::tls::target(&entry.spec.url)).map_err(|reason| {
-                TaskError::InvalidUrl {
+                ConnectionError::InvalidUrl {
                     database: label.clone(),
                     reason,
                 }
             })?;
         if let Some(password) =
-            read_password(&entry.spec).map_err(|reason| TaskError::Password {
+            read_password(&entry.spec).map_err(|reason| ConnectionError::Password {
                 database: label.clone(),
                 reason,
             })?
@@ -303,10 +337,10 @@ fn is_auth_failure(e: &PoolError) -> bool {
     }
 }
 
-fn pool_error(database: String, e: PoolError) -> TaskError {
+fn pool_error(database: String, e: PoolError) -> ConnectionError {
     let reason = match &e {
         PoolError::Backend(pg) => describe_pg_error(pg),
         other => other.to_string(),
     };
-    TaskError::Connect { database, reason }
+    ConnectionError::Connect { database, reason }
 }

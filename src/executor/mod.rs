@@ -117,12 +117,22 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Why the executor could not start or stopped other than by shutdown. Losing the database
+/// is none of these: the executor reconnects and carries on.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
+    /// The database said no in a way retrying cannot fix.
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Setup(String),
+    /// `--database-url` cannot be read.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// The pools for tasks' databases could not be set up.
+    #[error(transparent)]
+    Connections(#[from] connections::ConnectionError),
+    /// The executor's own connection pool could not be built.
+    #[error("cannot build the executor's connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
 }
 
 /// Why a running run's cancellation token fired.
@@ -168,7 +178,7 @@ pub async fn run_executor(
     let pool = bookkeeping_pool(&config.database_url)?;
     let databases = Arc::new(
         Databases::new(&config.database_url, config.concurrency.max(2))
-            .map_err(|e| ExecutorError::Setup(e.to_string()))?,
+            ?,
     );
     let wake = Arc::new(Notify::new());
     let in_flight = Arc::new(InFlight::default());
@@ -176,7 +186,7 @@ pub async fn run_executor(
     let stop_listening = CancellationToken::new();
 
     let (listen_config, listen_tls) = crate::store::scheduler_target(&config.database_url)
-        .map_err(|e| ExecutorError::Setup(format!("invalid database URL: {e}")))?;
+        .map_err(ExecutorError::InvalidUrl)?;
     let listener = tokio::spawn(listen(
         Listener::spawn(
             &listen_config,
@@ -340,8 +350,7 @@ fn is_read_only(e: &StoreError) -> bool {
 }
 
 fn bookkeeping_pool(url: &str) -> Result<deadpool_postgres::Pool, ExecutorError> {
-    let (pg, tls) = crate::store::scheduler_target(url)
-        .map_err(|e| ExecutorError::Setup(format!("invalid database URL: {e}")))?;
+    let (pg, tls) = crate::store::scheduler_target(url).map_err(ExecutorError::InvalidUrl)?;
     let manager = deadpool_postgres::Manager::from_config(
         pg,
         tls,
@@ -352,7 +361,7 @@ fn bookkeeping_pool(url: &str) -> Result<deadpool_postgres::Pool, ExecutorError>
     deadpool_postgres::Pool::builder(manager)
         .max_size(4)
         .build()
-        .map_err(|e| ExecutorError::Setup(e.to_string()))
+        .map_err(ExecutorError::from)
 }
 
 /// Keeps the named Connections' pools in step with `pgsched.connections`.

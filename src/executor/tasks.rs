@@ -126,19 +126,6 @@ impl TaskOutcome {
     }
 }
 
-/// A task that could not start because its database is not available.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TaskError {
-    #[error("no Connection named `{name}`; add a Connection object with that name or fix the task's `database`")]
-    UnknownConnection { name: String },
-    #[error("{database}: invalid connection URL: {reason}")]
-    InvalidUrl { database: String, reason: String },
-    #[error("{database}: {reason}")]
-    Password { database: String, reason: String },
-    #[error("cannot connect to {database}: {reason}")]
-    Connect { database: String, reason: String },
-}
-
 /// Runs `task` to its end, its timeout or its cancellation, whichever comes first.
 pub async fn run_task(task: &Task<'_>, ctx: &TaskContext<'_>) -> TaskOutcome {
     let limits = Limits::start(ctx);
