@@ -56,43 +56,7 @@ enum Command {
     /// The sidecar: reconcile on every change of the spec directory and every --resync,
     /// execute due runs, expire Timeouts, write status files and serve /healthz, /readyz and
     /// /metrics, until SIGTERM or SIGINT.
-    Run {
-        /// Write status files under this directory (same relative paths) instead of beside
-        /// the specs: for a read-only spec mount (git-sync, ConfigMap).
-        #[arg(long, env = "PGSCHED_STATUS_DIR")]
-        status_dir: Option<PathBuf>,
-        /// Address for /healthz, /readyz and /metrics; `off` serves nothing.
-        #[arg(long, env = "PGSCHED_LISTEN", default_value = "127.0.0.1:9187")]
-        listen: String,
-        /// Reconcile this often even without file events (lost events, drift repair).
-        #[arg(long, default_value = "60s", value_parser = parse_interval_arg)]
-        resync: std::time::Duration,
-        /// Quiet time after the last file event before the directory is read again.
-        #[arg(long, default_value = "100ms", value_parser = parse_duration_arg)]
-        debounce: std::time::Duration,
-        /// How often status files are refreshed from the tables (also after every reconcile and,
-        /// at most once a second, when a run of this process finishes).
-        #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
-        status_interval: std::time::Duration,
-        /// Fallback poll interval: the longest a lost notification can delay a run.
-        #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
-        poll: std::time::Duration,
-        /// Heartbeat interval; a run whose worker misses three beats is recovered.
-        #[arg(long, default_value = "2s", value_parser = parse_interval_arg)]
-        heartbeat: std::time::Duration,
-        /// How long running runs may take to finish on shutdown before they are cancelled.
-        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
-        grace: std::time::Duration,
-        /// Runs executing at once in this process.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Allow a reconcile that deletes every managed object.
-        #[arg(long)]
-        allow_empty: bool,
-        /// Do not watch or reconcile the spec directory; only execute (extra executor replicas).
-        #[arg(long)]
-        no_reconcile: bool,
-    },
+    Run(RunArgs),
     /// Enqueue an on-demand run of a job.
     Trigger {
         name: String,
@@ -123,6 +87,46 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `pgsched run`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// Write status files under this directory (same relative paths) instead of beside
+    /// the specs: for a read-only spec mount (git-sync, ConfigMap).
+    #[arg(long, env = "PGSCHED_STATUS_DIR")]
+    status_dir: Option<PathBuf>,
+    /// Address for /healthz, /readyz and /metrics; `off` serves nothing.
+    #[arg(long, env = "PGSCHED_LISTEN", default_value = "127.0.0.1:9187")]
+    listen: String,
+    /// Reconcile this often even without file events (lost events, drift repair).
+    #[arg(long, default_value = "60s", value_parser = parse_interval_arg)]
+    resync: std::time::Duration,
+    /// Quiet time after the last file event before the directory is read again.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration_arg)]
+    debounce: std::time::Duration,
+    /// How often status files are refreshed from the tables (also after every reconcile and,
+    /// at most once a second, when a run of this process finishes).
+    #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
+    status_interval: std::time::Duration,
+    /// Fallback poll interval: the longest a lost notification can delay a run.
+    #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
+    poll: std::time::Duration,
+    /// Heartbeat interval; a run whose worker misses three beats is recovered.
+    #[arg(long, default_value = "2s", value_parser = parse_interval_arg)]
+    heartbeat: std::time::Duration,
+    /// How long running runs may take to finish on shutdown before they are cancelled.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    grace: std::time::Duration,
+    /// Runs executing at once in this process.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Allow a reconcile that deletes every managed object.
+    #[arg(long)]
+    allow_empty: bool,
+    /// Do not watch or reconcile the spec directory; only execute (extra executor replicas).
+    #[arg(long)]
+    no_reconcile: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,134 +173,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.clone() {
         Command::Validate => Ok(validate(&cli.dir)),
         Command::Schema { out } => schema(out),
-        Command::Run {
-            status_dir,
-            listen,
-            resync,
-            debounce,
-            status_interval,
-            poll,
-            heartbeat,
-            grace,
-            concurrency,
-            allow_empty,
-            no_reconcile,
-        } => runtime()?.block_on(async move {
-            // Bind first: a taken port is a start-up error, not a surprise later.
-            let listener = match listen.as_str() {
-                "off" | "" => None,
-                addr => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                    format!("cannot listen on {addr} for /healthz, /readyz and /metrics; give --listen another address, or --listen off")
-                })?),
-            };
-            if !no_reconcile && !cli.dir.is_dir() {
-                anyhow::bail!(
-                    "the spec directory {} does not exist (give --dir, or PGSCHED_DIR)",
-                    cli.dir.display()
-                );
-            }
-            // With --database-url and nothing to set up, the sidecar connects by itself and
-            // waits for a database that is not up yet (pods start their containers in any order).
-            let server = if cli.database_url.is_none() || cli.setup_sql.is_some() {
-                open_database(&cli).await?.1
-            } else {
-                None
-            };
-            let url = match (&cli.database_url, &server) {
-                (Some(url), _) => url.clone(),
-                (None, Some(server)) => server.connection_string("postgres"),
-                (None, None) => unreachable!("open_database returns a server without a URL"),
-            };
-            let mut config = pgsched::controller::SidecarConfig::new(&cli.dir, url);
-            config.status_dir = status_dir;
-            config.resync = resync;
-            config.debounce = debounce;
-            config.status_interval = status_interval;
-            config.allow_empty = allow_empty;
-            config.reconcile = !no_reconcile;
-            config.executor.poll = poll;
-            config.executor.heartbeat = heartbeat;
-            config.executor.grace = grace;
-            config.executor.concurrency = concurrency.max(1);
-            if let Some(l) = &listener {
-                tracing::info!(address = %l.local_addr()?, "serving /healthz, /readyz and /metrics");
-            }
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            let signals = shutdown.clone();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("stopping (signal received; a second one stops at once)");
-                signals.cancel();
-                wait_for_signal().await;
-                tracing::warn!("second signal: stopping now, without waiting for running runs");
-                std::process::exit(130);
-            });
-            let result = pgsched::controller::run_sidecar(config, listener, shutdown).await;
-            // The embedded server stops here, after everything that used it.
-            drop(server);
-            result?;
-            tracing::info!("stopped cleanly");
-            Ok(ExitCode::SUCCESS)
-        }),
-        Command::Trigger { name, params, at } => runtime()?.block_on(async move {
-            let params: serde_json::Value = serde_json::from_str(&params)
-                .map_err(|e| anyhow::anyhow!("--params is not JSON: {e}"))?;
-            if !params.is_object() {
-                anyhow::bail!("--params must be a JSON object, like '{{\"user_id\": 42}}'");
-            }
-            let at = at
-                .map(|t| {
-                    chrono::DateTime::parse_from_rfc3339(&t)
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                        .map_err(|e| anyhow::anyhow!("--at {t:?} is not an RFC 3339 time ({e}), e.g. 2026-11-22T10:00:00Z"))
-                })
-                .transpose()?;
-            let (mut client, _server) = open_database(&cli).await?;
-            pgsched::store::migrations::migrate(&mut client).await?;
-            let id = store::report::trigger(&client, &name, &params, at).await?;
-            match at {
-                Some(at) => println!("run {id} of {name} enqueued for {}", at.to_rfc3339()),
-                None => println!("run {id} of {name} enqueued"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }),
-        Command::Status { name, output } => runtime()?.block_on(async move {
-            let (mut client, _server) = open_database(&cli).await?;
-            pgsched::store::migrations::migrate(&mut client).await?;
-            let objects = store::report::status(&client, name.as_deref()).await?;
-            if let Some(name) = &name {
-                if objects.is_empty() {
-                    anyhow::bail!("no job, chain or timeout named {name}");
-                }
-            }
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
-                Output::Text => {
-                    print_status(&objects);
-                    if name.is_none() {
-                        match store::leader::current_leader(&client).await? {
-                            Some(who) => println!("\nreconciling: {who}"),
-                            None => println!("\nreconciling: no `pgsched run` holds the leadership"),
-                        }
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }),
-        Command::Runs { name, limit, output } => runtime()?.block_on(async move {
-            let (mut client, _server) = open_database(&cli).await?;
-            pgsched::store::migrations::migrate(&mut client).await?;
-            let runs = store::report::runs_of(&client, &name, limit.max(1)).await?;
-            if runs.is_empty() && store::report::status(&client, Some(&name)).await?.is_empty() {
-                anyhow::bail!("no job, chain or timeout named {name}");
-            }
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
-                Output::Text => print_runs(&runs),
-            }
-            Ok(ExitCode::SUCCESS)
-        }),
-        Command::Plan { output } => runtime()?.block_on(async move {
+        Command::Run(args) => runtime()?.block_on(sidecar(&cli, args)),
+        Command::Trigger { name, params, at } => {
+            runtime()?.block_on(trigger(&cli, &name, &params, at))
+        }
+        Command::Status { name, output } => runtime()?.block_on(status(&cli, name, output)),
+        Command::Runs {
+            name,
+            limit,
+            output,
+        } => runtime()?.block_on(runs(&cli, &name, limit, output)),
+        Command::Plan { output } => runtime()?.block_on(async {
             let (mut client, _server) = open_database(&cli).await?;
             let outcome = reconcile::plan(&mut client, &cli.dir).await?;
             Ok(report_outcome(outcome, output, false))
@@ -304,12 +191,152 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply {
             allow_empty,
             output,
-        } => runtime()?.block_on(async move {
+        } => runtime()?.block_on(async {
             let (mut client, _server) = open_database(&cli).await?;
             let outcome = reconcile::apply(&mut client, &cli.dir, allow_empty).await?;
             Ok(report_outcome(outcome, output, true))
         }),
     }
+}
+
+/// `pgsched run`: the sidecar, until a signal stops it.
+async fn sidecar(cli: &Cli, args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Bind first: a taken port is a start-up error, not a surprise later.
+    let listener = match args.listen.as_str() {
+        "off" | "" => None,
+        addr => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for /healthz, /readyz and /metrics; give --listen another address, or --listen off")
+        })?),
+    };
+    if !args.no_reconcile && !cli.dir.is_dir() {
+        anyhow::bail!(
+            "the spec directory {} does not exist (give --dir, or PGSCHED_DIR)",
+            cli.dir.display()
+        );
+    }
+    // With --database-url and nothing to set up, the sidecar connects by itself and waits for a
+    // database that is not up yet (pods start their containers in any order).
+    let server = if cli.database_url.is_none() || cli.setup_sql.is_some() {
+        open_database(cli).await?.1
+    } else {
+        None
+    };
+    let url = match (&cli.database_url, &server) {
+        (Some(url), _) => url.clone(),
+        (None, Some(server)) => server.connection_string("postgres"),
+        (None, None) => unreachable!("open_database returns a server without a URL"),
+    };
+    if let Some(l) = &listener {
+        tracing::info!(address = %l.local_addr()?, "serving /healthz, /readyz and /metrics");
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signals(shutdown.clone()));
+    let config = sidecar_config(cli, args, url);
+    let result = pgsched::controller::run_sidecar(config, listener, shutdown).await;
+    // The embedded server stops here, after everything that used it.
+    drop(server);
+    result?;
+    tracing::info!("stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sidecar's settings from `pgsched run`'s flags.
+fn sidecar_config(cli: &Cli, args: RunArgs, url: String) -> pgsched::controller::SidecarConfig {
+    let mut config = pgsched::controller::SidecarConfig::new(&cli.dir, url);
+    config.status_dir = args.status_dir;
+    config.resync = args.resync;
+    config.debounce = args.debounce;
+    config.status_interval = args.status_interval;
+    config.allow_empty = args.allow_empty;
+    config.reconcile = !args.no_reconcile;
+    config.executor.poll = args.poll;
+    config.executor.heartbeat = args.heartbeat;
+    config.executor.grace = args.grace;
+    config.executor.concurrency = args.concurrency.max(1);
+    config
+}
+
+/// The first SIGTERM or SIGINT stops gracefully; a second one at once.
+async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("stopping (signal received; a second one stops at once)");
+    shutdown.cancel();
+    wait_for_signal().await;
+    tracing::warn!("second signal: stopping now, without waiting for running runs");
+    std::process::exit(130);
+}
+
+/// `pgsched trigger`: enqueues one run.
+async fn trigger(
+    cli: &Cli,
+    name: &str,
+    params: &str,
+    at: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let params: serde_json::Value =
+        serde_json::from_str(params).map_err(|e| anyhow::anyhow!("--params is not JSON: {e}"))?;
+    if !params.is_object() {
+        anyhow::bail!("--params must be a JSON object, like '{{\"user_id\": 42}}'");
+    }
+    let at = at
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--at {t:?} is not an RFC 3339 time ({e}), e.g. 2026-11-22T10:00:00Z"
+                    )
+                })
+        })
+        .transpose()?;
+    let (mut client, _server) = open_database(cli).await?;
+    pgsched::store::migrations::migrate(&mut client).await?;
+    let id = store::report::trigger(&client, name, &params, at).await?;
+    match at {
+        Some(at) => println!("run {id} of {name} enqueued for {}", at.to_rfc3339()),
+        None => println!("run {id} of {name} enqueued"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pgsched status`: every object (or one) with its last and next run, and who leads.
+async fn status(cli: &Cli, name: Option<String>, output: Output) -> anyhow::Result<ExitCode> {
+    let (mut client, _server) = open_database(cli).await?;
+    pgsched::store::migrations::migrate(&mut client).await?;
+    let objects = store::report::status(&client, name.as_deref()).await?;
+    if let Some(name) = &name {
+        if objects.is_empty() {
+            anyhow::bail!("no job, chain or timeout named {name}");
+        }
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
+        Output::Text => {
+            print_status(&objects);
+            if name.is_none() {
+                match store::leader::current_leader(&client).await? {
+                    Some(who) => println!("\nreconciling: {who}"),
+                    None => println!("\nreconciling: no `pgsched run` holds the leadership"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pgsched runs`: one object's run history, newest first.
+async fn runs(cli: &Cli, name: &str, limit: i64, output: Output) -> anyhow::Result<ExitCode> {
+    let (mut client, _server) = open_database(cli).await?;
+    pgsched::store::migrations::migrate(&mut client).await?;
+    let runs = store::report::runs_of(&client, name, limit.max(1)).await?;
+    if runs.is_empty() && store::report::status(&client, Some(name)).await?.is_empty() {
+        anyhow::bail!("no job, chain or timeout named {name}");
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
+        Output::Text => print_runs(&runs),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {

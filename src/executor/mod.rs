@@ -176,17 +176,17 @@ pub async fn run_executor(
     shutdown: CancellationToken,
 ) -> Result<(), ExecutorError> {
     let pool = bookkeeping_pool(&config.database_url)?;
-    let databases = Arc::new(
-        Databases::new(&config.database_url, config.concurrency.max(2))
-            ?,
-    );
+    let databases = Arc::new(Databases::new(
+        &config.database_url,
+        config.concurrency.max(2),
+    )?);
     let wake = Arc::new(Notify::new());
     let in_flight = Arc::new(InFlight::default());
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
     let stop_listening = CancellationToken::new();
 
-    let (listen_config, listen_tls) = crate::store::scheduler_target(&config.database_url)
-        .map_err(ExecutorError::InvalidUrl)?;
+    let (listen_config, listen_tls) =
+        crate::store::scheduler_target(&config.database_url).map_err(ExecutorError::InvalidUrl)?;
     let listener = tokio::spawn(listen(
         Listener::spawn(
             &listen_config,
