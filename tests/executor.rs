@@ -666,3 +666,58 @@ async fn runs_and_status_commands_show_the_history() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job or chain named nope"));
     exec.stop().await;
 }
+
+/// Holds every `finished` call until the test has looked at the tables: whatever the observer
+/// does then (the sidecar refreshes status files) sees what the tables say at that moment.
+struct HoldingObserver {
+    told: std::sync::Mutex<std::sync::mpsc::Sender<String>>,
+    looked: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl pgsched::executor::RunObserver for HoldingObserver {
+    fn started(&self, _job: &str, _lateness: Duration) {}
+    fn finished(&self, job: &str, _outcome: &str, _took: Duration) {
+        self.told.lock().unwrap().send(job.to_string()).unwrap();
+        let _ = self
+            .looked
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10));
+    }
+}
+
+/// The observer hears of a finished run once the run is recorded finished, not before: the
+/// sidecar's status round that it wakes must find the run in the tables (it found it
+/// `running` when the observer was told first and the completion written after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn observers_hear_of_a_finished_run_once_it_is_recorded() {
+    let db = common::fresh_db().await;
+    let mut client = db.connect().await;
+    apply_specs(
+        &mut client,
+        &Specs::with(&[("a.yaml", &job("noted", "  sql: SELECT 1\n"))]),
+    )
+    .await;
+    let (told_tx, told_rx) = std::sync::mpsc::channel();
+    let (looked_tx, looked_rx) = std::sync::mpsc::channel();
+    let observer = std::sync::Arc::new(HoldingObserver {
+        told: std::sync::Mutex::new(told_tx),
+        looked: std::sync::Mutex::new(looked_rx),
+    });
+    let exec = Executor::start(&db.url, "observed", |c| {
+        c.observer = pgsched::executor::Observer(Some(observer));
+    });
+    let id = trigger(&client, "noted", "{}").await;
+    let job = tokio::task::spawn_blocking(move || told_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the observer hears of the run");
+    assert_eq!(job, "noted");
+    let (status, ..) = run_row(&client, id).await;
+    looked_tx.send(()).unwrap();
+    assert_eq!(
+        status, "succeeded",
+        "the run is recorded before the observer hears"
+    );
+    exec.stop().await;
+}

@@ -182,7 +182,7 @@ pub async fn run_executor(
     )?);
     let wake = Arc::new(Notify::new());
     let in_flight = Arc::new(InFlight::default());
-    let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
     let stop_listening = CancellationToken::new();
 
     let (listen_config, listen_tls) =
@@ -198,7 +198,12 @@ pub async fn run_executor(
         wake.clone(),
         in_flight.clone(),
     ));
-    let completer = tokio::spawn(complete_loop(pool.clone(), config.worker.clone(), done_rx));
+    let completer = tokio::spawn(complete_loop(
+        pool.clone(),
+        config.worker.clone(),
+        config.observer.clone(),
+        done_rx,
+    ));
     let beat_stop = CancellationToken::new();
     let beater = tokio::spawn(heartbeat_loop(
         pool.clone(),
@@ -254,15 +259,17 @@ pub async fn run_executor(
                         let completion =
                             execute(run, &pool, &databases, token, &in_flight, clock.as_ref())
                                 .await;
-                        if let Some(o) = &observer {
-                            o.finished(&job, completion.status.as_str(), began.elapsed());
-                        }
                         in_flight
                             .runs
                             .lock()
                             .expect("in-flight lock")
                             .remove(&completion.id);
-                        let _ = done.send(completion);
+                        // Observers hear of it once it is recorded (see `complete_loop`).
+                        let _ = done.send(Finished {
+                            completion,
+                            job,
+                            took: began.elapsed(),
+                        });
                         drop(permit);
                     });
                 }
@@ -654,20 +661,37 @@ pub fn merged_params(
     serde_json::Value::Object(merged)
 }
 
+/// An attempt that ended, on its way to the table.
+struct Finished {
+    completion: Completion,
+    job: String,
+    took: Duration,
+}
+
 /// Writes finished attempts in batches: whatever finished while the previous batch was being
-/// written goes into the next statement.
+/// written goes into the next statement. The observer hears of each attempt only once its
+/// batch is committed, so that what it does next (the sidecar refreshes the status files) sees
+/// the run finished in the tables.
 async fn complete_loop(
     pool: deadpool_postgres::Pool,
     worker: String,
-    mut rx: mpsc::UnboundedReceiver<Completion>,
+    observer: Observer,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
 ) {
     let mut batch = Vec::new();
+    let mut told = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 1000 {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(Finished {
+            completion,
+            job,
+            took,
+        }) = next.take()
+        {
+            told.push((job, completion.status, took));
+            batch.push(completion);
+            if batch.len() < 1000 {
+                next = rx.try_recv().ok();
             }
         }
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
@@ -690,7 +714,13 @@ async fn complete_loop(
                 }
             }
         }
+        if let Some(o) = &observer.0 {
+            for (job, status, took) in told.drain(..) {
+                o.finished(&job, status.as_str(), took);
+            }
+        }
         batch.clear();
+        told.clear();
     }
 }
 
