@@ -16,15 +16,22 @@ use std::collections::{BTreeMap, HashMap};
 /// An object as the files want it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredObject {
+    /// The object's kind: which table its row lives in.
     pub kind: Kind,
+    /// `metadata.name`.
     pub name: String,
+    /// The spec as stored: the JSON of the typed spec, defaults left out.
     pub spec: Value,
+    /// `metadata.labels` as a JSON object (empty when none).
     pub labels: Value,
+    /// The file it comes from, relative to the spec directory, with `/` separators.
     pub source_file: String,
+    /// [`spec_hash`] of `spec` and `labels`.
     pub spec_hash: String,
 }
 
 impl DesiredObject {
+    /// The stored form of a loaded object.
     pub fn from_object(object: &Object) -> Self {
         let spec = serde_json::to_value(&object.spec).expect("specs always serialise");
         let labels = serde_json::to_value(&object.metadata.labels).expect("labels serialise");
@@ -44,12 +51,19 @@ impl DesiredObject {
 /// A managed object as its row says it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActualObject {
+    /// Which table the row is in.
     pub kind: Kind,
+    /// The row's name.
     pub name: String,
+    /// The row's spec, as it is now (possibly edited by hand).
     pub spec: Value,
+    /// The row's labels.
     pub labels: Value,
+    /// The file recorded at the last apply; empty when the row has none.
     pub source_file: String,
+    /// The hash recorded at the last apply; empty when the row has none.
     pub spec_hash: String,
+    /// Bumped each time an apply changed the spec from the files.
     pub generation: i64,
     /// False for a row someone inserted by hand: pgsched never changes or deletes it.
     pub managed: bool,
@@ -63,19 +77,26 @@ pub fn spec_hash(spec: &Value, labels: &Value) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a change does to an object's row; serialised as `create`, `update` or `delete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// The files declare an object that has no row yet.
     Create,
+    /// The row differs from the files (or drifted): the files' version is written.
     Update,
+    /// A managed row whose object the files no longer declare.
     Delete,
 }
 
 /// One object's change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
+    /// Create, update or delete.
     pub action: Action,
+    /// The object's kind.
     pub kind: Kind,
+    /// The object's name.
     pub name: String,
     /// The row's view before (None for a create).
     pub before: Option<Value>,
@@ -85,11 +106,13 @@ pub struct Change {
     pub drift: bool,
     /// Generation after the change: grows when the files change the spec, not on drift repair.
     pub generation: i64,
+    /// What to write when applying; `None` for a delete. Not part of the JSON plan.
     #[serde(skip)]
     pub desired: Option<DesiredObject>,
 }
 
 impl Change {
+    /// `job/nightly-vacuum`, as in plan headers.
     pub fn key(&self) -> String {
         format!("{}/{}", self.kind.slug(), self.name)
     }
@@ -98,13 +121,18 @@ impl Change {
 /// A name taken by a row pgsched did not create.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Conflict {
+    /// The kind both the files and the row have.
     pub kind: Kind,
+    /// The name both use.
     pub name: String,
+    /// The file that declares it, relative to the spec directory.
     pub source_file: String,
 }
 
+/// Everything an apply would do, and what stops it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {
+    /// Connections created first and deleted last (jobs refer to them), then by kind and name.
     pub changes: Vec<Change>,
     /// Objects the files declare whose names belong to rows created by hand.
     pub conflicts: Vec<Conflict>,
@@ -112,14 +140,19 @@ pub struct Plan {
     pub managed_before: usize,
 }
 
+/// How many objects a plan creates, updates and deletes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// Creates.
     pub add: usize,
+    /// Updates, drift repairs included.
     pub change: usize,
+    /// Deletes.
     pub delete: usize,
 }
 
 impl Plan {
+    /// The counts for the summary line.
     pub fn summary(&self) -> Summary {
         let count = |a: Action| self.changes.iter().filter(|c| c.action == a).count();
         Summary {
@@ -129,6 +162,7 @@ impl Plan {
         }
     }
 
+    /// Whether there is no change to apply (conflicts may still be there).
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
@@ -240,14 +274,20 @@ pub fn to_yaml(value: &Value) -> String {
 /// Colours for a terminal; empty strings when output is not one.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
+    /// Before created objects and added lines.
     pub add: &'static str,
+    /// Before deleted objects, removed lines and conflicts.
     pub delete: &'static str,
+    /// Before updated objects.
     pub change: &'static str,
+    /// Before hunk headers and notes.
     pub dim: &'static str,
+    /// After each coloured part.
     pub reset: &'static str,
 }
 
 impl Style {
+    /// No escape codes: for pipes, files and `NO_COLOR`.
     pub const PLAIN: Style = Style {
         add: "",
         delete: "",
@@ -255,6 +295,7 @@ impl Style {
         dim: "",
         reset: "",
     };
+    /// ANSI colours: green, red, yellow and dim.
     pub const COLOR: Style = Style {
         add: "\x1b[32m",
         delete: "\x1b[31m",

@@ -93,49 +93,102 @@ pub struct TickContext {
 /// (`spec.schedule: ...`), so it names the problem and shows how to write it instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
+    /// The schedule is blank.
     #[error("empty schedule; write a cron expression such as `0 2 * * *`, a macro such as `@daily`, or `@every 15m`")]
     Empty,
+    /// A cron expression whose field count is not 5, 6 or 7.
     #[error("`{text}` has {count} fields; a cron schedule has 5 (`minute hour day-of-month month day-of-week`, e.g. `0 2 * * *`) or 6 with leading seconds (e.g. `*/10 * * * * *`)")]
-    FieldCount { text: String, count: usize },
+    FieldCount {
+        /// The expression, its fields joined by single spaces.
+        text: String,
+        /// How many fields it has.
+        count: usize,
+    },
+    /// A 7-field (Quartz-style, with a year) expression.
     #[error("`{text}` has 7 fields, but a year field is not supported; drop the year and write 5 fields (e.g. `0 2 * * *`) or 6 with leading seconds")]
-    YearField { text: String },
+    YearField {
+        /// The expression, its fields joined by single spaces.
+        text: String,
+    },
+    /// One cron field is out of range or malformed.
     #[error("{field} field `{value}`: {reason}")]
     Field {
+        /// The field's name: `second`, `minute`, `hour`, `day-of-month`, ...
         field: &'static str,
+        /// The field as written.
         value: String,
+        /// What is wrong with it and what it takes instead.
         reason: String,
     },
+    /// A Quartz cron extension (`?`, `#`, `L`, `W`) that pgsched does not support.
     #[error("{field} field `{value}`: `{symbol}` is Quartz cron syntax, which pgsched does not support; {hint}")]
     Extension {
+        /// The field's name.
         field: &'static str,
+        /// The field as written.
         value: String,
+        /// The unsupported symbol.
         symbol: char,
+        /// How to write the field without it.
         hint: &'static str,
     },
+    /// An `@` word that is not a known macro.
     #[error("unknown schedule macro `{name}`{}; use `@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`, `@every <duration>` or `@after <duration>`", did_you_mean(.suggestion))]
     UnknownMacro {
+        /// The word as written, `@` included.
         name: String,
+        /// The closest known macro, if one is close enough.
         suggestion: Option<String>,
     },
+    /// `@reboot`: pgsched does not run jobs when it starts.
     #[error("`@reboot` is not supported: pgsched does not run jobs when it starts; use `runAt` for a single run, or `@every <duration>`")]
     Reboot,
+    /// A fixed macro such as `@daily` followed by more text.
     #[error("`{name}` takes no argument, but `{argument}` follows it; for another time of day write a cron expression, e.g. `0 2 * * *`")]
-    UnexpectedArgument { name: String, argument: String },
+    UnexpectedArgument {
+        /// The macro as written.
+        name: String,
+        /// The text after it.
+        argument: String,
+    },
+    /// `@every` or `@after` without a duration.
     #[error("`{name}` needs a duration, e.g. `{name} 15m`")]
-    MissingDuration { name: &'static str },
+    MissingDuration {
+        /// `@every` or `@after`.
+        name: &'static str,
+    },
+    /// The duration after `@every` or `@after` does not parse.
     #[error("`{name} {text}`: {reason}")]
     Duration {
+        /// `@every` or `@after`.
         name: &'static str,
+        /// The duration as written.
         text: String,
+        /// Why it does not parse.
         reason: DurationError,
     },
+    /// `@every 0s` or `@after 0s`: the interval must be positive.
     #[error("`{name} {text}`: the duration must be greater than zero, e.g. `{name} 15m`")]
-    ZeroDuration { name: &'static str, text: String },
+    ZeroDuration {
+        /// `@every` or `@after`.
+        name: &'static str,
+        /// The duration as written.
+        text: String,
+    },
+    /// The fields each parsed, but the cron library rejected the expression as a whole.
     #[error("`{text}` is not a valid cron expression: {message}")]
-    Cron { text: String, message: String },
+    Cron {
+        /// The expression (or the macro) as shown to the user.
+        text: String,
+        /// The library's message.
+        message: String,
+    },
+    /// A `timeZone` that is not an IANA name.
     #[error("unknown time zone `{name}`{}; use an IANA name such as `Europe/Zurich`, `America/New_York` or `UTC`", did_you_mean(.suggestion))]
     UnknownTimeZone {
+        /// The name as written, trimmed.
         name: String,
+        /// The closest IANA name, if one is close enough.
         suggestion: Option<String>,
     },
 }

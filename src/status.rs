@@ -20,7 +20,9 @@ pub const HEADER: &str = "# Written by pgsched. Do not edit.\n";
 /// One object of one spec file, as the directory had it at the last look.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileObject {
+    /// The object's kind (`kind:` of its document).
     pub kind: Kind,
+    /// The object's name, unique per kind.
     pub name: String,
     /// The hash of the spec as the file has it, to compare with the row's.
     pub spec_hash: String,
@@ -56,42 +58,61 @@ pub enum LastReconcile {
     Failed(String),
 }
 
+/// A Kubernetes-style condition of an entry; pgsched writes one, `Ready`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    /// The condition's `type`: always `Ready`.
     #[serde(rename = "type")]
     pub kind: String,
     /// `"True"` or `"False"`, quoted as Kubernetes writes them.
     pub status: String,
+    /// The generation the row holds, present only while it matches the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// One CamelCase word: `Reconciled`, `InvalidSpec`, `Blocked`, `Pending`, …
     pub reason: String,
+    /// What is wrong and what to do, for a person; empty when reconciled.
     pub message: String,
+    /// When `status` or `reason` last changed (RFC 3339, kept across restarts).
     pub last_transition_time: String,
 }
 
+/// The latest run of an object that has left `pending`, in a status file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastRunEntry {
+    /// The run's id: `pgsched runs NAME` shows it in full.
     pub id: i64,
+    /// `running`, `succeeded`, `failed`, `skipped`, `missed`, `cancelled` or `lost`.
     pub status: String,
+    /// 1 for the first attempt, 2 for the first retry, …
     pub attempt: i32,
+    /// When the run started (RFC 3339); absent for a run that never started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When the run finished (RFC 3339); absent while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// From start to finish, in milliseconds; absent unless it started and finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// The replica that ran it, as `host/pid`; absent when none took it (skipped, missed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// Why it did not succeed: the error's first line, at most 300 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+/// How an object's runs still in the history ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
+    /// Runs that succeeded.
     pub succeeded: i64,
+    /// Runs that failed or were lost (their worker died).
     pub failed: i64,
+    /// Runs skipped (`concurrencyPolicy: Forbid`) or missed (never started in time).
     pub skipped: i64,
 }
 
@@ -99,21 +120,31 @@ pub struct Totals {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusEntry {
+    /// `Job`, `Chain`, `Timeout`, `Connection`, or `File` for a file that never parsed.
     pub kind: String,
+    /// The object's name (the file's path for a `File` entry).
     pub name: String,
+    /// The row's generation: 1 when created, plus one each time its file changed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// Whether the row holds what the file says (`Ready`), and if not, why.
     pub conditions: Vec<Condition>,
+    /// The next tick (a Timeout's next deadline), RFC 3339; absent: none planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<String>,
+    /// The tick of the latest scheduled run (on-demand runs have none), RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<String>,
+    /// When the latest successful run finished, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<String>,
+    /// Runs running now, on any replica; absent for Connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<i64>,
+    /// The latest run that has left `pending`; absent before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<LastRunEntry>,
+    /// Run counts over the kept history; absent for Connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals: Option<Totals>,
 }
@@ -366,8 +397,11 @@ pub fn parse(text: &str) -> Option<Vec<StatusEntry>> {
 /// What a round of writing did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteReport {
+    /// Status files written because their content changed.
     pub written: usize,
+    /// Status files left alone because their content was the same.
     pub unchanged: usize,
+    /// Status files removed with their spec file.
     pub removed: usize,
     /// The first failure, in one line, with what to do.
     pub error: Option<String>,
@@ -391,6 +425,7 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
+    /// Writes beside the spec files in `spec_dir`, or under `status_dir` when given.
     pub fn new(spec_dir: &Path, status_dir: Option<&Path>) -> StatusWriter {
         StatusWriter {
             root: status_dir.unwrap_or(spec_dir).to_path_buf(),

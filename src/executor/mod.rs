@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The time, injected so tests of missed runs need not wait for hours.
 pub trait Clock: Send + Sync + 'static {
+    /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -72,6 +73,7 @@ impl std::fmt::Debug for Observer {
     }
 }
 
+/// The executor's settings; [`ExecutorConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
     /// tokio-postgres connection string or URL of the scheduler's database.
@@ -91,6 +93,8 @@ pub struct ExecutorConfig {
 }
 
 impl ExecutorConfig {
+    /// The defaults for `database_url`: worker `host/pid`, a 5 s poll, 2 s heartbeats, 32 runs at
+    /// once, 30 s of shutdown grace and no observer.
     pub fn new(database_url: impl Into<String>) -> Self {
         ExecutorConfig {
             database_url: database_url.into(),

@@ -11,25 +11,34 @@ use std::time::Duration;
 /// A pending run that is due, with its job's spec (None when the job is gone).
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// The run's id in `pgsched.runs`.
     pub id: i64,
+    /// The job or chain the run belongs to.
     pub job: String,
+    /// When the run was due; `startingDeadline` lateness is measured from here.
     pub due_at: DateTime<Utc>,
     /// A catch-up run after downtime (`missedRuns: RunAll`): under `Forbid` it waits for the
     /// running instance instead of being skipped, so every missed tick runs, oldest first.
     pub catch_up: bool,
+    /// The job's spec; `None` when the job no longer exists (the run is then cancelled).
     pub spec: Option<Runnable>,
 }
 
 /// A run that is running now, anywhere.
 #[derive(Debug, Clone)]
 pub struct Running {
+    /// The run's id in `pgsched.runs`.
     pub id: i64,
+    /// The job or chain the run belongs to.
     pub job: String,
+    /// Whether its job is `exclusive`: while it runs, no other run starts.
     pub exclusive: bool,
 }
 
+/// What the claim does with one due candidate; see [`decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Start it now.
     Start,
     /// Start, and cancel these running runs of the same job first (`Replace`).
     StartReplacing(Vec<i64>),
@@ -105,8 +114,11 @@ pub fn decide(candidates: &[Candidate], running: &[Running], now: DateTime<Utc>)
 /// How an attempt ended, as the task runner reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptResult {
+    /// The task succeeded.
     Succeeded,
+    /// The task failed; retried if the job has retries left.
     Failed,
+    /// The run's timeout stopped the task; retried like a failure.
     TimedOut,
     /// Cancelled because a newer instance replaced it.
     Replaced,
@@ -117,16 +129,22 @@ pub enum AttemptResult {
 /// What the run's row becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
+    /// Done for good, with this status (`Succeeded`, `Failed` or `Cancelled`).
     Finished(RunStatus),
     /// Back to pending, for another attempt at `due_at`.
     Retry {
+        /// The number of the next attempt (unchanged after a shutdown, which does not count).
         attempt: i32,
+        /// When the next attempt is due: after the back-off, or at once after a shutdown.
         due_at: DateTime<Utc>,
     },
 }
 
+/// Retry delay after the first failure when the spec sets no `backoff.initial`.
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+/// Longest retry delay when the spec sets no `backoff.max`.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(600);
+/// Growth of the retry delay per failure when the spec sets no `backoff.factor`.
 pub const DEFAULT_BACKOFF_FACTOR: f64 = 2.0;
 
 /// The delay before attempt `attempt + 1` after attempt `attempt` failed: exponential, capped,

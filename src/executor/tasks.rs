@@ -69,6 +69,7 @@ const ERROR_LINE_LIMIT: usize = 500;
 pub struct TaskContext<'a> {
     /// The job (or chain) name, for `PGSCHED_JOB` and log lines.
     pub job: &'a str,
+    /// The run's id, for `PGSCHED_RUN_ID` and log lines.
     pub run_id: i64,
     /// 1 for the first attempt, 2 for the first retry, …
     pub attempt: i32,
@@ -78,6 +79,7 @@ pub struct TaskContext<'a> {
     pub timeout: Option<Duration>,
     /// Cancelled by the executor for `concurrencyPolicy: Replace` and on shutdown.
     pub cancel: CancellationToken,
+    /// The pools SQL and `notify` tasks take their connection from.
     pub databases: &'a Databases,
     /// The `Connection` SQL and `notify` tasks run on; `None` for the scheduler's own database.
     pub database: Option<&'a str>,
@@ -86,7 +88,9 @@ pub struct TaskContext<'a> {
 /// How a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// The task completed without error.
     Succeeded,
+    /// The task failed: a SQL error, a program exiting non-zero, an unexpected HTTP status, …
     Failed,
     /// The run's timeout expired; the task was stopped.
     TimedOut,
@@ -97,6 +101,7 @@ pub enum Outcome {
 /// The result of one task, as the run records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOutcome {
+    /// How the task ended.
     pub status: Outcome,
     /// Why the task did not succeed; `None` when it did.
     pub error: Option<String>,

@@ -24,11 +24,17 @@ const MAX_TICKS_SCANNED: usize = 200_000;
 /// A scheduled job's timing fields.
 #[derive(Debug, Clone)]
 pub struct Timing {
+    /// The parsed `schedule`; `None` for a `runAt` job.
     pub schedule: Option<Schedule>,
+    /// The one-off `runAt` time; used only when there is no `schedule`.
     pub run_at: Option<DateTime<Utc>>,
+    /// The time zone cron fields are read in (UTC when the spec names none).
     pub tz: Tz,
+    /// What becomes of ticks missed while no scheduler ran.
     pub missed_runs: MissedRuns,
+    /// A tick later than this is recorded as missed; `None`: never too late.
     pub starting_deadline: Option<Duration>,
+    /// Suspended: ticks pass without becoming runs, and are not replayed on resume.
     pub suspended: bool,
 }
 
@@ -45,6 +51,7 @@ pub enum TickState {
     Done,
 }
 
+/// What one due tick becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TickOutcome {
     /// A run to start (status pending).
@@ -53,9 +60,12 @@ pub enum TickOutcome {
     Missed,
 }
 
+/// One due tick and what it becomes, to be written as a run row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedTick {
+    /// The tick's time (the run's `scheduled_at` and `due_at`).
     pub at: DateTime<Utc>,
+    /// Run it, or record it as missed.
     pub outcome: TickOutcome,
     /// Started later than on time, after downtime.
     pub catch_up: bool,
@@ -63,9 +73,12 @@ pub struct PlannedTick {
     pub reason: Option<String>,
 }
 
+/// What [`plan_ticks`] decided for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TickPlan {
+    /// The due ticks, oldest first (at most [`MAX_CATCH_UP`] of them).
     pub ticks: Vec<PlannedTick>,
+    /// The job's tick state to store next.
     pub next: TickState,
 }
 

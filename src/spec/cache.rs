@@ -38,6 +38,7 @@ pub struct Dirty {
 }
 
 impl Dirty {
+    /// Whether no file changed (`keys` only ever come from changed files).
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
@@ -77,6 +78,7 @@ fn hash_of(text: &[u8]) -> [u8; 32] {
 }
 
 impl DirCache {
+    /// An empty cache; the first `refresh` should use `Scope::Everything`.
     pub fn new() -> DirCache {
         DirCache::default()
     }

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The only `apiVersion` a document may declare.
 pub const API_VERSION: &str = "pgsched/v1";
 const ENVELOPE_FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
 
@@ -24,9 +25,13 @@ pub struct Source {
 /// A validated object from a spec file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Object {
+    /// The document's `kind`; always the kind of `spec`.
     pub kind: Kind,
+    /// The document's `metadata` (name and labels).
     pub metadata: Metadata,
+    /// The typed `spec`.
     pub spec: ObjectSpec,
+    /// The file and line the document starts at.
     pub source: Source,
     /// The document it came from, so later checks (against the database) can point at lines.
     pub doc: Arc<Node>,
@@ -38,6 +43,7 @@ impl Object {
         self.doc.locate(&FieldPath::parse(path))
     }
 
+    /// `metadata.name`, unique per kind.
     pub fn name(&self) -> &str {
         &self.metadata.name
     }

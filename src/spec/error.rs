@@ -9,15 +9,18 @@ use std::path::PathBuf;
 pub struct SpecError {
     /// The file as the user named it (the spec directory joined with the relative path).
     pub file: PathBuf,
+    /// Line and column of the value at fault; `None` when no single place is to blame.
     pub position: Option<Position>,
     /// `spec.retries.limit`; `None` for errors about the whole file (unreadable, bad YAML).
     pub path: Option<FieldPath>,
+    /// What is wrong, as one clause; `Display` adds file, position, path and hint around it.
     pub message: String,
     /// "did you mean `limit`?" or how to fix it.
     pub hint: Option<String>,
 }
 
 impl SpecError {
+    /// An error about `file` as a whole; add a place with `at` and `field`.
     pub fn new(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         SpecError {
             file: file.into(),
@@ -27,18 +30,22 @@ impl SpecError {
             hint: None,
         }
     }
+    /// Sets (or, with `None`, clears) the line and column.
     pub fn at(mut self, position: Option<Position>) -> Self {
         self.position = position;
         self
     }
+    /// Sets the field path shown before the message.
     pub fn field(mut self, path: FieldPath) -> Self {
         self.path = Some(path);
         self
     }
+    /// Sets the hint shown in parentheses after the message.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
+    /// The 1-based line, if the error has a position.
     pub fn line(&self) -> Option<usize> {
         self.position.map(|p| p.line)
     }

@@ -12,13 +12,16 @@ use std::path::{Path, PathBuf};
 /// status files can be written for files that failed too).
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// Every object that parsed, whether or not checks on it failed.
     pub objects: Vec<Object>,
+    /// Every problem found, in every file; empty means the directory may be applied.
     pub errors: Vec<SpecError>,
     /// Relative paths of every spec file found, sorted.
     pub files: Vec<PathBuf>,
 }
 
 impl Loaded {
+    /// Whether no error was found at all.
     pub fn is_valid(&self) -> bool {
         self.errors.is_empty()
     }

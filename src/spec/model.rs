@@ -16,15 +16,21 @@ use std::collections::BTreeMap;
 /// The four kinds of object a spec file may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
+    /// A single task on a schedule or on demand (`JobSpec`).
     Job,
+    /// Steps run as one instance (`ChainSpec`).
     Chain,
+    /// Rows that expire after a time limit (`TimeoutSpec`).
     Timeout,
+    /// Another database SQL tasks may use (`ConnectionSpec`).
     Connection,
 }
 
 impl Kind {
+    /// Every kind, in the order documents and CLI listings present them.
     pub const ALL: [Kind; 4] = [Kind::Job, Kind::Chain, Kind::Timeout, Kind::Connection];
 
+    /// The name as written in `kind:` (`Job`, `Chain`, ...) and stored in `pgsched.jobs`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Job => "Job",
@@ -44,6 +50,8 @@ impl Kind {
         }
     }
 
+    /// The kind spelled exactly as `as_str` writes it (case-sensitive); `None` for any other
+    /// text.
     pub fn parse(text: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == text)
     }
@@ -134,23 +142,36 @@ pub struct History {
     pub keep_for: Option<SpecDuration>,
 }
 
+/// The level of a `log` built-in's line: `debug`, `info` (default), `warn` or `error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// Detail; in pgsched's log only when its log level includes debug.
     Debug,
+    /// Normal messages (the default).
     Info,
+    /// Something worth a look.
     Warn,
+    /// Something went wrong.
     Error,
 }
 
+/// The method of an `http` built-in's request: `GET` (default), `POST`, `PUT`, `PATCH`,
+/// `DELETE` or `HEAD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
+    /// `GET` (the default).
     Get,
+    /// `POST`.
     Post,
+    /// `PUT`.
     Put,
+    /// `PATCH`.
     Patch,
+    /// `DELETE`.
     Delete,
+    /// `HEAD`.
     Head,
 }
 
@@ -203,6 +224,7 @@ pub enum Builtin {
 }
 
 impl Builtin {
+    /// The `name:` tag of this built-in (`sleep`, `log`, `notify` or `http`).
     pub fn name(&self) -> &'static str {
         match self {
             Builtin::Sleep { .. } => "sleep",
@@ -216,28 +238,44 @@ impl Builtin {
 /// The task of a job or a chain step, once validated: exactly one of the four.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Task<'a> {
+    /// The `sql` text, run on the job's (or step's) database.
     Sql(&'a str),
+    /// A program run without a shell.
     Command {
+        /// The program followed by its arguments.
         argv: &'a [String],
+        /// Variables added to the child's environment.
         env: &'a BTreeMap<String, String>,
+        /// Where the child starts; `None` keeps pgsched's own working directory.
         working_dir: Option<&'a str>,
     },
+    /// A script run by `/bin/sh -c`.
     Shell {
+        /// The script text.
         script: &'a str,
+        /// Variables added to the child's environment.
         env: &'a BTreeMap<String, String>,
+        /// Where the shell starts; `None` keeps pgsched's own working directory.
         working_dir: Option<&'a str>,
     },
+    /// A task built into pgsched.
     Builtin(&'a Builtin),
 }
 
 /// The task fields, shared by jobs and chain steps. (Written out in each struct rather than
 /// flattened, because serde cannot reject unknown fields through `flatten`.)
 pub trait HasTask {
+    /// The `sql` field, if set.
     fn sql(&self) -> Option<&str>;
+    /// The `command` field (program and arguments), if set.
     fn command(&self) -> Option<&[String]>;
+    /// The `shell` field, if set.
     fn shell(&self) -> Option<&str>;
+    /// The `builtin` field, if set.
     fn builtin(&self) -> Option<&Builtin>;
+    /// The `env` field (empty when absent); only `command` and `shell` tasks use it.
     fn env(&self) -> &BTreeMap<String, String>;
+    /// The `workingDir` field, if set; only `command` and `shell` tasks use it.
     fn working_dir(&self) -> Option<&str>;
 
     /// The names of the task fields that are set, in the order the user reads them.
@@ -552,24 +590,38 @@ pub struct ConnectionSpec {
 /// scheduled by the same code.
 #[derive(Debug, Clone, Copy)]
 pub struct Scheduling<'a> {
+    /// The `schedule` expression; `None` means on demand only (or `runAt`).
     pub schedule: Option<&'a str>,
+    /// The one-off `runAt` time, exclusive with `schedule`.
     pub run_at: Option<&'a DateTime<FixedOffset>>,
+    /// The IANA zone cron fields are read in; `None` means UTC.
     pub time_zone: Option<&'a str>,
+    /// `suspend`, `false` when absent: no new instances while true.
     pub suspend: bool,
+    /// Default run parameters, which a trigger's parameters overlay.
     pub params: Option<&'a Map<String, Value>>,
+    /// Limit on one run (a chain: the whole chain); `None` means no limit.
     pub timeout: Option<SpecDuration>,
+    /// Retries of a failed run; `None` means no retry.
     pub retries: Option<&'a Retries>,
+    /// `concurrencyPolicy`, `Forbid` when absent.
     pub concurrency_policy: ConcurrencyPolicy,
+    /// With `Allow`, how many instances may run at once; `None` means no bound.
     pub max_instances: Option<u32>,
+    /// `exclusive`, `false` when absent: while it runs, no other job's instance starts.
     pub exclusive: bool,
+    /// `missedRuns`, `RunOnce` when absent.
     pub missed_runs: MissedRuns,
+    /// A tick later than this is recorded as missed; `None` means never too late.
     pub starting_deadline: Option<SpecDuration>,
+    /// Run-record retention; `None` means the defaults (100 succeeded, 100 failed).
     pub history: Option<&'a History>,
 }
 
 macro_rules! impl_scheduling {
     ($ty:ty) => {
         impl $ty {
+            /// The scheduling fields, borrowed, with the boolean and policy defaults resolved.
             pub fn scheduling(&self) -> Scheduling<'_> {
                 Scheduling {
                     schedule: self.schedule.as_deref(),
@@ -599,13 +651,18 @@ impl_scheduling!(ChainSpec);
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ObjectSpec {
+    /// The spec of a `Job`.
     Job(JobSpec),
+    /// The spec of a `Chain`.
     Chain(ChainSpec),
+    /// The spec of a `Timeout`.
     Timeout(TimeoutSpec),
+    /// The spec of a `Connection`.
     Connection(ConnectionSpec),
 }
 
 impl ObjectSpec {
+    /// The kind this spec belongs to.
     pub fn kind(&self) -> Kind {
         match self {
             ObjectSpec::Job(_) => Kind::Job,
@@ -615,6 +672,7 @@ impl ObjectSpec {
         }
     }
 
+    /// The scheduling fields of a job or chain; `None` for kinds that are never scheduled.
     pub fn scheduling(&self) -> Option<Scheduling<'_>> {
         match self {
             ObjectSpec::Job(j) => Some(j.scheduling()),
@@ -629,7 +687,9 @@ impl ObjectSpec {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Runnable {
+    /// A job: one task.
     Job(JobSpec),
+    /// A chain: its steps.
     Chain(ChainSpec),
 }
 
@@ -643,6 +703,7 @@ impl Runnable {
         }
     }
 
+    /// The scheduling fields of the job or chain.
     pub fn scheduling(&self) -> Scheduling<'_> {
         match self {
             Runnable::Job(j) => j.scheduling(),

@@ -11,6 +11,7 @@ pub struct SqlShape {
     pub max_param: u32,
 }
 
+/// Scans `sql` for statement count and `$n` use; never fails, even on unterminated quotes.
 pub fn scan_sql(sql: &str) -> SqlShape {
     let b = sql.as_bytes();
     let mut i = 0;

@@ -18,8 +18,11 @@ use std::time::Duration;
 
 /// An object with the document it came from, for locating errors.
 pub struct Located<'a> {
+    /// The object to check.
     pub object: &'a Object,
+    /// The YAML document it was read from; errors are located through it.
     pub doc: &'a Node,
+    /// The file name used in messages (the spec directory joined with the relative path).
     pub shown: &'a Path,
 }
 

@@ -22,7 +22,9 @@ use std::fmt;
 /// A 1-based line and column in a spec file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Position {
+    /// The line, counted from 1.
     pub line: usize,
+    /// The column, counted from 1.
     pub column: usize,
 }
 
@@ -40,7 +42,9 @@ impl Position {
 /// One step of a field path: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PathSegment {
+    /// A mapping key, shown as `.key`.
     Key(String),
+    /// A 0-based sequence index, shown as `[i]`.
     Index(usize),
 }
 
@@ -49,19 +53,24 @@ pub enum PathSegment {
 pub struct FieldPath(pub Vec<PathSegment>);
 
 impl FieldPath {
+    /// The empty path: the document itself.
     pub fn root() -> Self {
         FieldPath(Vec::new())
     }
+    /// This path extended by the mapping key `key`.
     pub fn key(&self, key: impl Into<String>) -> Self {
         let mut next = self.clone();
         next.0.push(PathSegment::Key(key.into()));
         next
     }
+    /// This path extended by the 0-based sequence index `index`.
     pub fn index(&self, index: usize) -> Self {
         let mut next = self.clone();
         next.0.push(PathSegment::Index(index));
         next
     }
+    /// Reads the form `Display` writes (`spec.steps[1].name`); an index that is not a number
+    /// is dropped rather than reported.
     pub fn parse(dotted: &str) -> Self {
         let mut path = FieldPath::root();
         for part in dotted.split('.').filter(|p| !p.is_empty()) {
@@ -105,18 +114,28 @@ impl fmt::Display for FieldPath {
 /// A YAML value with the position of the value (for mappings, of their first key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// The value, with its children.
     pub value: NodeValue,
+    /// Where the value starts; `None` when the parser gave no location.
     pub position: Option<Position>,
 }
 
+/// The value of a [`Node`], with scalars already resolved to their YAML 1.2 core type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeValue {
+    /// `null` (in any core spelling), `~` or nothing.
     Null,
+    /// `true` or `false` (strict: no `yes`/`no`).
     Bool(bool),
+    /// An integer that fits in `i64`.
     Int(i64),
+    /// A positive integer too large for `i64`.
     UInt(u64),
+    /// A finite float.
     Float(f64),
+    /// A string, quoted or plain.
     Str(String),
+    /// A sequence, in file order.
     Seq(Vec<Node>),
     /// Entries in file order, each key with its own position.
     Map(Vec<(String, Option<Position>, Node)>),
@@ -281,7 +300,9 @@ impl Node {
 /// A YAML syntax error with its position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyntaxError {
+    /// What is wrong, without the position.
     pub message: String,
+    /// Where the parser stopped; `None` when it gave no location.
     pub position: Option<Position>,
 }
 

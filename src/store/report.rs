@@ -9,22 +9,37 @@ use tokio_postgres::GenericClient;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
+    /// The run's id, the one `pgsched trigger` prints.
     pub id: i64,
+    /// The job, chain or Timeout the run belongs to.
     pub job: String,
     /// `Job`, `Chain` or `Timeout`: a Timeout may share its name with a job or chain.
     pub kind: String,
+    /// `pending`, `running`, `succeeded`, `failed`, `skipped`, `missed`, `cancelled` or `lost`.
     pub status: String,
+    /// 1 for the first attempt, 2 for the first retry, …
     pub attempt: i32,
+    /// What made the run: `schedule`, `catchup` (after downtime), `manual` or `timeout`.
     pub trigger: String,
+    /// The schedule tick the run is for; null for manual and Timeout runs.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// When the run may start (a retry's is after the back-off).
     pub due_at: DateTime<Utc>,
+    /// When the current or last attempt started; null if it never started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the run finished; null while pending or running.
     pub finished_at: Option<DateTime<Utc>>,
+    /// From start to finish, in milliseconds; null until it finished.
     pub duration_ms: Option<i64>,
+    /// The replica that ran it, as `host/pid`; null when none took it.
     pub worker: Option<String>,
+    /// Why it did not succeed, or why it was skipped, missed or cancelled.
     pub error: Option<String>,
+    /// What the task printed or returned, at most 64 KiB; a chain's sums up its steps.
     pub output: Option<String>,
+    /// Rows a SQL task affected or returned, or a Timeout run expired.
     pub rows_affected: Option<i64>,
+    /// The parameters given with `pgsched trigger` (`{}` for scheduled runs).
     pub params: serde_json::Value,
     /// A chain run's steps, every attempt's, in order (empty for jobs and timeouts).
     pub steps: Vec<StepRecord>,
@@ -38,6 +53,7 @@ pub struct StepRecord {
     pub run_attempt: i32,
     /// 1-based; `onFailure` steps come after the chain's steps.
     pub position: i32,
+    /// The step's name in the chain (default `step-<n>`, `on-failure-<n>`).
     pub name: String,
     /// `pending`, `running`, `succeeded`, `failed`, `skipped`, `cancelled` or `rolled_back`.
     pub status: String,
@@ -45,12 +61,19 @@ pub struct StepRecord {
     pub attempt: i32,
     /// A failure that `ignoreError` let the chain go past.
     pub ignored: bool,
+    /// An `onFailure` step, run because the chain failed or timed out.
     pub on_failure: bool,
+    /// When the step started; null for a step that did not start.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the step ended; null while pending or running.
     pub finished_at: Option<DateTime<Utc>>,
+    /// From start to end, in milliseconds; null until it ended.
     pub duration_ms: Option<i64>,
+    /// Why the step did not succeed.
     pub error: Option<String>,
+    /// What the step's task printed or returned, at most 64 KiB.
     pub output: Option<String>,
+    /// Rows a SQL step affected or returned.
     pub rows_affected: Option<i64>,
 }
 
@@ -140,11 +163,17 @@ async fn steps_of(
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectStatus {
+    /// `Job`, `Chain` or `Timeout` (`Connection` too, in status files).
     pub kind: String,
+    /// The object's name, unique per kind.
     pub name: String,
+    /// The `schedule` expression; `after` and its interval for a Timeout; null if none.
     pub schedule: Option<String>,
+    /// `suspend: true`: no new runs are scheduled (running ones finish).
     pub suspended: bool,
+    /// 1 when created, plus one each time its spec file changed it.
     pub generation: i64,
+    /// The spec file, relative to the spec directory; null for a row made by hand.
     pub source_file: Option<String>,
     /// The hash of the spec the row holds; status files compare it with the file's.
     #[serde(skip_serializing)]
@@ -152,26 +181,43 @@ pub struct ObjectStatus {
     /// Written from a spec file (false: a row someone inserted by hand).
     #[serde(skip_serializing)]
     pub managed: bool,
+    /// The next tick (a Timeout's next deadline); null when none is planned.
     pub next_run_at: Option<DateTime<Utc>>,
+    /// Runs running now, on any replica.
     pub active: i64,
+    /// Runs in the kept history that succeeded.
     pub succeeded: i64,
+    /// Runs in the kept history that failed or were lost (their worker died).
     pub failed: i64,
+    /// Runs in the kept history that were skipped or missed.
     pub skipped: i64,
+    /// The latest run that has left `pending`; null before the first.
     pub last_run: Option<LastRun>,
+    /// When the latest successful run finished.
     pub last_successful_at: Option<DateTime<Utc>>,
+    /// The tick of the latest scheduled run (manual runs have none).
     pub last_scheduled_at: Option<DateTime<Utc>>,
 }
 
+/// An object's latest run that has left `pending`, as `pgsched status` shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastRun {
+    /// The run's id: `pgsched runs NAME` shows it in full.
     pub id: i64,
+    /// `running`, `succeeded`, `failed`, `skipped`, `missed`, `cancelled` or `lost`.
     pub status: String,
+    /// 1 for the first attempt, 2 for the first retry, …
     pub attempt: i32,
+    /// When the current or last attempt started; null if it never started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the run finished; null while it runs.
     pub finished_at: Option<DateTime<Utc>>,
+    /// From start to finish, in milliseconds; null until it finished.
     pub duration_ms: Option<i64>,
+    /// The replica that ran it, as `host/pid`; null when none took it.
     pub worker: Option<String>,
+    /// Why it did not succeed, or why it was skipped, missed or cancelled.
     pub error: Option<String>,
 }
 

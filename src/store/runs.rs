@@ -14,19 +14,27 @@ pub const LOCK_CLAIM: i32 = 3;
 
 /// NOTIFY channels: new or changed runs, changed jobs, cancellation requests.
 pub const CHANNEL_RUNS: &str = "pgsched_runs";
+/// Sent (by a trigger) when a job or chain row is added, changed or deleted.
 pub const CHANNEL_JOBS: &str = "pgsched_jobs";
+/// Asks the worker running a run to cancel it; the payload is the run's id.
 pub const CHANNEL_CANCEL: &str = "pgsched_cancel";
 
 /// A job whose ticking needs attention: new, or with a tick due.
 #[derive(Debug, Clone)]
 pub struct DueJob {
+    /// The job's (or chain's) name.
     pub name: String,
+    /// `Job` or `Chain`.
     pub kind: String,
+    /// The job's spec, as stored in `pgsched.jobs.spec`.
     pub spec: Value,
+    /// `new` or `scheduled` (the state [`advance_job`] compares against).
     pub tick_state: String,
+    /// The first tick not yet turned into a run; `None` for a `new` job.
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
+/// The jobs with a schedule or `runAt` that are new or have a tick due at `now`.
 pub async fn due_jobs(
     c: &impl GenericClient,
     now: DateTime<Utc>,
@@ -55,11 +63,13 @@ pub async fn due_jobs(
 /// One tick turned into a run row.
 #[derive(Debug, Clone)]
 pub struct TickRow {
+    /// The tick: the run's `scheduled_at` and `due_at`.
     pub at: DateTime<Utc>,
     /// `Pending` or `Missed`.
     pub status: RunStatus,
     /// `schedule` or `catchup`.
     pub trigger: &'static str,
+    /// Why the tick did not run (for `Missed`); `None` for a pending run.
     pub error: Option<String>,
 }
 
@@ -140,40 +150,57 @@ pub async fn has_new_jobs(c: &impl GenericClient) -> Result<bool, StoreError> {
 /// A due pending run, locked for the claim.
 #[derive(Debug, Clone)]
 pub struct PendingRun {
+    /// The run's id.
     pub id: i64,
     /// The job row's kind (`Job` or `Chain`), when the job still exists.
     pub kind: Option<String>,
+    /// The job or chain the run belongs to.
     pub job: String,
+    /// When the run became due.
     pub due_at: DateTime<Utc>,
+    /// `schedule`, `catchup` or `manual`.
     pub trigger: String,
+    /// The attempt about to start, from 1.
     pub attempt: i32,
+    /// The parameters the run was triggered with (the job's defaults are not merged in).
     pub params: Value,
+    /// The job's spec, `None` when the job no longer exists.
     pub spec: Option<Value>,
 }
 
 /// A run this worker has claimed and must execute.
 #[derive(Debug, Clone)]
 pub struct ClaimedRun {
+    /// The run's id.
     pub id: i64,
+    /// The job or chain the run belongs to.
     pub job: String,
+    /// The attempt this execution is, from 1.
     pub attempt: i32,
     /// When the run was due (its start lateness is measured from here).
     pub due_at: DateTime<Utc>,
+    /// The parameters the run was triggered with (the job's defaults are not merged in).
     pub params: Value,
+    /// The job's spec as it was when the run was claimed.
     pub spec: Runnable,
 }
 
 /// What the claim decided for runs that do not start.
 #[derive(Debug, Clone)]
 pub struct Finish {
+    /// The run's id.
     pub id: i64,
+    /// `Skipped`, `Missed` or `Cancelled`.
     pub status: RunStatus,
+    /// Why the run did not start, for the run's error column.
     pub error: String,
 }
 
 /// The claim transaction's view: what runs, and the due candidates (locked, SKIP LOCKED).
 pub struct ClaimView {
+    /// Every running job or chain run: (run id, job, whether the job is `exclusive`).
     pub running: Vec<(i64, String, bool)>,
+    /// The due pending runs, oldest first, locked for this claim.
     pub candidates: Vec<PendingRun>,
 }
 
@@ -286,14 +313,19 @@ pub async fn write_claim(
 /// A finished attempt, settled.
 #[derive(Debug, Clone)]
 pub struct Completion {
+    /// The run's id.
     pub id: i64,
     /// `Succeeded`, `Failed`, `Cancelled`, or `Pending` for a retry.
     pub status: RunStatus,
+    /// The attempt the row records: the next one for a retry.
     pub attempt: i32,
     /// For a retry: when the next attempt is due.
     pub due_at: Option<DateTime<Utc>>,
+    /// Why the attempt did not succeed; `None` when it did.
     pub error: Option<String>,
+    /// What the task printed or returned, bounded by the task runner.
     pub output: String,
+    /// Rows a SQL task affected or returned.
     pub rows_affected: Option<i64>,
     /// For `@after` jobs: when the job is due again.
     pub after_next: Option<(String, DateTime<Utc>)>,
