@@ -7,12 +7,21 @@ use std::time::Duration;
 /// Why a duration string was rejected; the text is shown to the user after the field path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
+    /// The text is blank.
     #[error("empty duration; write e.g. 30s, 15m, 1h30m")]
     Empty,
+    /// Not numbers each followed by a unit (a bare `30` included); holds the input.
     #[error("`{0}` is not a duration: expected a number followed by a unit (ms, s, m, h, d), e.g. 30s or 1h30m")]
     Malformed(String),
+    /// A unit other than `ms`, `s`, `m`, `h` and `d`.
     #[error("`{input}` has an unknown unit `{unit}`: use ms, s, m, h or d")]
-    UnknownUnit { input: String, unit: String },
+    UnknownUnit {
+        /// The whole duration as written.
+        input: String,
+        /// The unit that is not known.
+        unit: String,
+    },
+    /// The total does not fit in a `Duration`; holds the input.
     #[error("`{0}` is too large")]
     Overflow(String),
 }

@@ -42,10 +42,15 @@ pub struct Metrics {
     reconciles: Family<ResultLabel, Counter>,
     reconcile_errors: Counter,
     reconcile_duration: Histogram,
+    /// `pgsched_leader`: 1 while this process holds the reconcile leadership, else 0.
     pub leader: Gauge,
+    /// `pgsched_ready`: 1 when `/readyz` would answer ready, else 0.
     pub ready: Gauge,
+    /// `pgsched_pending_runs`: runs due and waiting for a worker, database-wide.
     pub pending_runs: Gauge,
+    /// `pgsched_spec_errors`: errors in the spec directory at the last look.
     pub spec_errors: Gauge,
+    /// `pgsched_spec_files`: spec files in the directory at the last look.
     pub spec_files: Gauge,
 }
 

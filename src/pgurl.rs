@@ -13,6 +13,7 @@ use std::str::FromStr;
 /// libpq's `sslmode`, all six of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
+    /// Never TLS.
     Disable,
     /// libpq tries without TLS first; tokio-postgres cannot, so this is treated as `prefer`.
     Allow,
@@ -28,6 +29,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// The spelling in connection strings: `disable`, ..., `verify-full`.
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
@@ -69,7 +71,9 @@ pub enum RootCert {
 /// The TLS half of a connection string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
+    /// `sslmode`; `prefer` when absent (`verify-full` with `sslrootcert=system`), as in libpq.
     pub mode: SslMode,
+    /// `sslrootcert`; `None` falls back to `~/.postgresql/root.crt` if it exists.
     pub root_cert: Option<RootCert>,
     /// `sslcert` and `sslkey`: a client certificate (PEM) and its key, for `cert` authentication.
     pub client_cert: Option<(PathBuf, PathBuf)>,
@@ -81,7 +85,9 @@ pub struct TlsSettings {
 /// and the TLS settings it cannot hold.
 #[derive(Debug, Clone)]
 pub struct ConnString {
+    /// Everything but the TLS keys, parsed by tokio-postgres.
     pub config: tokio_postgres::Config,
+    /// The TLS keys, with libpq's meanings.
     pub tls: TlsSettings,
 }
 
@@ -94,40 +100,52 @@ pub enum UrlError {
         shown_mode(.0),
         mode_hint(.0)
     )]
+    /// An `sslmode` value that is no mode; shown only when it is close to one.
     BadSslMode(String),
     #[error("an option pgsched does not know{} (the option is not quoted: it may be part of a password)", did_you_mean(.0))]
+    /// A key that is no libpq keyword; never shown, as it may be a piece of a password.
     UnknownKey(String),
     #[error(
         "a Unix socket `host` with `hostaddr` leaves TLS no name to check: give `host` the \
          server's name (hostaddr still says where to connect), or drop `hostaddr`"
     )]
+    /// A Unix-socket `host` together with `hostaddr`.
     SocketWithHostaddr,
     #[error(
         "sslmode=verify-full needs a host name to check the certificate against: give `host` \
          (hostaddr still says where to connect)"
     )]
+    /// `sslmode=verify-full` with no host name to check.
     VerifyFullWithoutHost,
     #[error("`{0}` is given twice")]
+    /// A TLS key given twice.
     Repeated(&'static str),
     #[error("`{0}` has an empty value")]
+    /// A TLS key with an empty value.
     Empty(&'static str),
     #[error("`sslcert` and `sslkey` go together: `{0}` is missing")]
+    /// Only one of `sslcert` and `sslkey`; holds the missing one.
     HalfClientCert(&'static str),
     #[error(
         "sslrootcert=system needs sslmode=verify-full (libpq's rule: trusting every public CA \
          is only safe when the name is checked too)"
     )]
+    /// `sslrootcert=system` with an `sslmode` weaker than `verify-full`.
     SystemRootsNeedVerifyFull,
     #[error("`{0}` is not supported by pgsched (keys must not be encrypted; use an unencrypted PEM key file readable only by pgsched)")]
+    /// A libpq key pgsched does not implement (`sslpassword`).
     Unsupported(&'static str),
     #[error("a quoted value is not closed")]
+    /// A single-quoted key/value value with no closing quote.
     UnclosedQuote,
     #[error(
         "{} has no `=`: write `key=value` pairs (`host=db dbname=app`) or a URL starting with postgres://",
         shown(.0)
     )]
+    /// A key/value word without `=`; shown only when it is a keyword.
     MissingEquals(String),
     #[error("{0}")]
+    /// tokio-postgres rejected the rest of the string; its reason, which never echoes it.
     Other(String),
 }
 

@@ -13,8 +13,11 @@ use std::collections::HashSet;
 use std::path::Path;
 use tokio_postgres::Client;
 
+/// Why a reconcile could not finish. Spec and check errors are not among them: those are
+/// an [`Outcome`].
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    /// The database failed (connection, migration, query); nothing was applied.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -22,7 +25,9 @@ pub enum ReconcileError {
 /// A plan with what the checks found.
 #[derive(Debug)]
 pub struct PlanReport {
+    /// What an apply would change (or, for `Applied`, changed).
     pub plan: Plan,
+    /// What checking the changes against the live schema found.
     pub checks: CheckReport,
 }
 
@@ -33,6 +38,7 @@ impl PlanReport {
     }
 }
 
+/// How a reconcile ended, when the database did not fail.
 #[derive(Debug)]
 pub enum Outcome {
     /// The spec directory has errors: nothing was compared or changed.
@@ -57,6 +63,7 @@ fn desired_of(objects: &[&Object]) -> Vec<DesiredObject> {
 /// reconcile repairs their drift).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partial {
+    /// Object names (of any kind) the changed files declared before or declare now.
     pub names: Vec<String>,
 }
 

@@ -101,8 +101,10 @@ impl TimeoutConfig {
 /// Timeouts are not errors of the loop: it reconnects, records them and goes on.
 #[derive(Debug, thiserror::Error)]
 pub enum TimeoutError {
+    /// The URL does not parse or its TLS files cannot be used; the reason, never the URL.
     #[error("the database URL is not valid: {0}")]
     BadUrl(String),
+    /// A database error retrying cannot fix, such as a schema newer than this pgsched.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -62,6 +62,8 @@ pub struct SidecarConfig {
 }
 
 impl SidecarConfig {
+    /// The defaults of `pgsched run`: resync every 60 s, 100 ms debounce, status every 5 s,
+    /// leadership retried every second, reconciling on, wipe-outs refused.
     pub fn new(dir: impl Into<PathBuf>, database_url: impl Into<String>) -> SidecarConfig {
         SidecarConfig {
             dir: dir.into(),
@@ -77,18 +79,26 @@ impl SidecarConfig {
     }
 }
 
+/// Why the sidecar stopped other than by shutdown; a database that is down is waited for,
+/// not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
+    /// The spec directory could not be watched for changes.
     #[error("cannot watch the spec directory {dir}: {source}")]
     Watch {
+        /// The spec directory (absolute).
         dir: PathBuf,
+        /// The file-watching error.
         #[source]
         source: notify::Error,
     },
+    /// The executor stopped with an error retrying cannot fix.
     #[error(transparent)]
     Executor(#[from] executor::ExecutorError),
+    /// The server for /healthz, /readyz and /metrics failed.
     #[error("the HTTP endpoints failed: {0}")]
     Http(std::io::Error),
+    /// A database error retrying cannot fix.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

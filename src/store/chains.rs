@@ -14,6 +14,7 @@ use tokio_postgres::GenericClient;
 pub struct StepRow {
     /// 1-based; `onFailure` steps come after the chain's steps.
     pub position: i32,
+    /// The step's recorded name: its `name`, or `step-<n>` / `on-failure-<n>`.
     pub name: String,
     /// Where the step stands.
     pub status: StepStatus,
@@ -21,11 +22,17 @@ pub struct StepRow {
     pub attempt: i32,
     /// A failure that `ignoreError` let the chain go past.
     pub ignored: bool,
+    /// One of the chain's `onFailure` steps rather than its `steps`.
     pub on_failure: bool,
+    /// When the step's first attempt started; `None` while pending.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it ended; `None` until then.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Why it did not succeed; `None` when it did (or has not ended).
     pub error: Option<String>,
+    /// What the step printed or returned, bounded; `None` when empty.
     pub output: Option<String>,
+    /// Rows affected (or returned) by a SQL step; `None` for other tasks.
     pub rows_affected: Option<i64>,
 }
 

@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 /// What the checks found: errors that stop the plan, and what could not be checked.
 #[derive(Debug, Default)]
 pub struct CheckReport {
+    /// Located problems (bad SQL, missing tables or columns); any of them stops an apply.
     pub errors: Vec<SpecError>,
     /// `job/x spec.sql: not checked: ...`, for the plan to say what it did not verify.
     pub unchecked: Vec<String>,

@@ -18,22 +18,35 @@ pub mod tls;
 /// Advisory lock keys (two-int form, first int "pgsc"). One for migrations, one for applying
 /// plans, so two processes starting or reconciling at once take turns.
 pub const LOCK_CLASS: i32 = 0x7067_7363;
+/// Second key of the lock held while migrating the schema.
 pub const LOCK_MIGRATE: i32 = 1;
+/// Second key of the lock held while applying a plan.
 pub const LOCK_RECONCILE: i32 = 2;
 
 /// A database error with what pgsched was doing when it happened.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A query or connection failed.
     #[error("{context}: {}", describe_pg_error(.source))]
     Db {
+        /// What pgsched was doing, e.g. `reading connections`.
         context: String,
+        /// The driver's error; [`StoreError::code`] gives its SQLSTATE.
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A newer pgsched migrated the schema; this one must not touch it.
     #[error("the pgsched schema is at version {found}, newer than this pgsched knows ({known}); upgrade pgsched")]
-    SchemaTooNew { found: i32, known: i32 },
+    SchemaTooNew {
+        /// The version recorded in the database.
+        found: i32,
+        /// The newest version this build has migrations for.
+        known: i32,
+    },
+    /// No connection could be had (pool closed or timed out, no answer in time).
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database URL (or its TLS files) cannot be used; holds the reason, never the URL.
     #[error("the database URL: {0}")]
     Config(String),
 }
@@ -50,6 +63,7 @@ impl StoreError {
 
 /// Adds context to a tokio-postgres result.
 pub trait Context<T> {
+    /// Wraps an error as [`StoreError::Db`] with `what` (what pgsched was doing).
     fn context(self, what: impl Into<String>) -> Result<T, StoreError>;
 }
 

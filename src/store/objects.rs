@@ -42,6 +42,7 @@ pub async fn connection_specs(
         .collect())
 }
 
+/// Reads every object row of the pgsched schema, managed or not, as the plan compares them.
 pub async fn read_actual(client: &impl GenericClient) -> Result<Vec<ActualObject>, StoreError> {
     let rows = client
         .query(READ_ACTUAL, &[])

@@ -48,33 +48,45 @@ pub fn trigger_name(timeout: &str) -> String {
 /// What an expiry does to a due row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expiry {
+    /// `delete: true`: the row is deleted.
     Delete,
     /// Columns to set, each with its type (as `format_type` spells it) and its value as text
     /// (`None` for SQL NULL).
     Set(Vec<SetColumn>),
 }
 
+/// One column of a Timeout's `set`, with what it takes to bind its value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SetColumn {
+    /// The column's name, unquoted.
     pub column: String,
+    /// Its type as `format_type` spells it; the value is cast to it.
     pub sql_type: String,
+    /// The value as text; `None` for SQL NULL.
     pub value: Option<String>,
 }
 
 /// A Timeout, resolved against the live catalog, ready to build its statements.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimeoutDef {
+    /// The Timeout's `metadata.name`.
     pub name: String,
+    /// The table's schema, unquoted (`public` when the spec names none).
     pub schema: String,
+    /// The table's name, unquoted.
     pub table: String,
     /// The table's oid: a table dropped and created again gets new statements.
     pub table_oid: u32,
+    /// The `timestamptz` or `timestamp` column the limit counts from, unquoted.
     pub column: String,
     /// `after` in microseconds: an exact duration, so `column + after <= now()` and
     /// `column <= now() - after` agree even across daylight-saving changes.
     pub after_us: i64,
+    /// The spec's `where`, as SQL; `None` when every due row expires.
     pub condition: Option<String>,
+    /// What happens to an expired row.
     pub expiry: Expiry,
+    /// Rows changed per statement: `batchSize`, 1000 by default, at least 1.
     pub batch_size: i64,
 }
 
@@ -96,7 +108,9 @@ impl TimeoutDef {
 /// One row of `pgsched.timeouts` that is not suspended: resolved, or why it cannot run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedTimeout {
+    /// The Timeout's name.
     pub name: String,
+    /// The definition, or why it cannot run (table or column missing, ...), for its status.
     pub def: Result<TimeoutDef, String>,
 }
 

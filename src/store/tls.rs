@@ -33,26 +33,40 @@ pub type Tls = MakeRustlsConnect;
 /// Why TLS could not be set up; each names the file or setting to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate or key file is unreadable or not valid PEM.
     #[error("cannot read {what} {}: {reason}", .path.display())]
     Read {
+        /// The connection-string key that names the file: `sslrootcert`, `sslcert`, `sslkey`.
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The I/O or PEM error.
         reason: String,
     },
+    /// A file was read but holds nothing of what it should.
     #[error("{what} {} holds no {expected}", .path.display())]
     Empty {
+        /// The connection-string key that names the file.
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// What it should hold, e.g. `PEM certificate`.
         expected: &'static str,
     },
+    /// A verifying `sslmode` with no `sslrootcert` and no `~/.postgresql/root.crt`.
     #[error(
         "sslmode={mode} checks the server's certificate, but no CA is given: set sslrootcert to \
          a PEM file of the CA, or sslrootcert=system for the system's trust store (with \
          verify-full), or use sslmode=require to encrypt without checking"
     )]
-    NoRoots { mode: &'static str },
+    NoRoots {
+        /// `verify-ca` or `verify-full`.
+        mode: &'static str,
+    },
+    /// `sslrootcert=system`, but no certificate could be loaded from the OS; holds why.
     #[error("the system trust store has no certificates: {0}")]
     SystemRoots(String),
+    /// rustls refused the configuration (e.g. a key that does not match `sslcert`).
     #[error("TLS setup: {0}")]
     Rustls(String),
 }
