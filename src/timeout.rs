@@ -116,9 +116,8 @@ pub async fn run_timeouts(
     config: TimeoutConfig,
     shutdown: CancellationToken,
 ) -> Result<(), TimeoutError> {
-    let (mut pg, tls) =
+    let (pg, tls) =
         crate::store::scheduler_target(&config.database_url).map_err(TimeoutError::BadUrl)?;
-    crate::store::keep_alive(&mut pg);
     let listener = Listener::spawn(
         &pg,
         tls.clone(),

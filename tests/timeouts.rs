@@ -183,7 +183,22 @@ const BOOKING: &str = "
     END $$;
     CREATE TRIGGER stamp_expiry BEFORE UPDATE ON booking FOR EACH ROW EXECUTE FUNCTION stamp_expiry();";
 
-const HOLD: &str = "  table: public.booking\n  column: created_at\n  after: 10s\n  where: \"status = 'pending for payment'\"\n  set: {status: expired}\n  batchSize: 1000\n";
+/// The booking hold of seed 000, held `after` (`10s`).
+fn hold(after: &str) -> String {
+    format!("  table: public.booking\n  column: created_at\n  after: {after}\n  where: \"status = 'pending for payment'\"\n  set: {{status: expired}}\n  batchSize: 1000\n")
+}
+
+/// Inserts the booking of `customer {i}` now; its id.
+async fn insert_booking(client: &Client, i: usize) -> i32 {
+    client
+        .query_one(
+            "INSERT INTO booking (customer) VALUES ($1) RETURNING id",
+            &[&format!("customer {i}")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
 
 /// Seed 000: bookings held 10 s, one every 0.5 s for 20 s. Every one expires, none before its
 /// deadline, all within a second of it; the one a customer is paying for (locked across its
@@ -194,7 +209,7 @@ async fn seed_000_bookings_expire_on_time_and_a_paying_customer_keeps_theirs() {
     let mut client = db.connect().await;
     client.batch_execute(BOOKING).await.unwrap();
     let specs = Specs::new();
-    specs.write("hold.yaml", &timeout("booking-payment-hold", HOLD));
+    specs.write("hold.yaml", &timeout("booking-payment-hold", &hold("10s")));
     apply_ok(&mut client, &specs).await;
     let stall_watch = StallWatch::start();
     let running = start(&db, Duration::from_secs(5));
@@ -203,14 +218,7 @@ async fn seed_000_bookings_expire_on_time_and_a_paying_customer_keeps_theirs() {
     let mut ticks = tokio::time::interval(Duration::from_millis(500));
     for i in 0..40 {
         ticks.tick().await;
-        let id: i32 = client
-            .query_one(
-                "INSERT INTO booking (customer) VALUES ($1) RETURNING id",
-                &[&format!("customer {i}")],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let id = insert_booking(&client, i).await;
         if i == 5 {
             // The customer of booking 5 pays at the last moment: the payment transaction holds
             // the row from now until 1.5 s past its deadline, then marks it paid.
@@ -1024,27 +1032,14 @@ async fn many_holds_and_payers_at_random_expire_on_time() {
     let mut client = db.connect().await;
     client.batch_execute(BOOKING).await.unwrap();
     let specs = Specs::new();
-    specs.write(
-        "hold.yaml",
-        &timeout(
-            "booking-payment-hold",
-            "  table: public.booking\n  column: created_at\n  after: 1s\n  where: \"status = 'pending for payment'\"\n  set: {status: expired}\n  batchSize: 1000\n",
-        ),
-    );
+    specs.write("hold.yaml", &timeout("booking-payment-hold", &hold("1s")));
     apply_ok(&mut client, &specs).await;
     let running = start(&db, Duration::from_secs(5));
     let mut payers = Vec::new();
     let mut ticks = tokio::time::interval(Duration::from_millis(25));
     for i in 0..400 {
         ticks.tick().await;
-        let id: i32 = client
-            .query_one(
-                "INSERT INTO booking (customer) VALUES ($1) RETURNING id",
-                &[&format!("customer {i}")],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let id = insert_booking(&client, i).await;
         if i % 7 == 3 {
             let payer = db.connect().await;
             let pay = i % 2 == 0;

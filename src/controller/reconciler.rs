@@ -29,12 +29,6 @@ pub(super) enum Cause {
     Retry,
 }
 
-/// One look's worth of timing, for the debug log and the edit-latency benchmark's phases.
-struct Took {
-    read: Duration,
-    parse: Duration,
-}
-
 /// See the module documentation.
 pub(super) struct Reconciler {
     shared: Arc<Shared>,
@@ -107,13 +101,12 @@ impl Reconciler {
         } else {
             LastReconcile::Pending
         };
-        let took = Took { read, parse };
         tracing::debug!(
             ?cause,
             scope = match scope { Scope::Everything => "everything".to_string(), Scope::Files(f) => format!("{} files", f.len()) },
-            read = ?took.read,
-            parse = ?took.parse,
-            apply = ?(started.elapsed() - took.read - took.parse),
+            read = ?read,
+            parse = ?parse,
+            apply = ?(started.elapsed() - read - parse),
             "looked at the spec directory"
         );
         let shared = &self.shared;
