@@ -1,12 +1,15 @@
 //! The `pgsched` command line: parses arguments and calls one function per command.
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cli::report::{counted, print_spec_errors, report_outcome};
+use cli::tables::{print_runs, print_status};
 use pgsched::embedded::EmbeddedPostgres;
-use pgsched::reconcile::{self, Outcome};
+use pgsched::reconcile;
 use pgsched::spec::{self, Kind};
-use pgsched::{plan, store};
-use std::io::IsTerminal;
+use pgsched::store;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -143,6 +146,18 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr, so that stdout holds only what the command prints.
+fn init_logs(format: LogFormat) {
     // tokio-postgres logs the server's NOTICEs at info ("schema already exists, skipping" on
     // every migration check); they are noise unless asked for by name.
     let mut directives = std::env::var("PGSCHED_LOG").unwrap_or_else(|_| "info".into());
@@ -156,16 +171,9 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cli.log_format {
+    match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
     }
 }
 
@@ -183,20 +191,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             output,
         } => runtime()?.block_on(runs(&cli, &name, limit, output)),
-        Command::Plan { output } => runtime()?.block_on(async {
-            let (mut client, _server) = open_database(&cli).await?;
-            let outcome = reconcile::plan(&mut client, &cli.dir).await?;
-            Ok(report_outcome(outcome, output, false))
-        }),
+        Command::Plan { output } => runtime()?.block_on(plan(&cli, output)),
         Command::Apply {
             allow_empty,
             output,
-        } => runtime()?.block_on(async {
-            let (mut client, _server) = open_database(&cli).await?;
-            let outcome = reconcile::apply(&mut client, &cli.dir, allow_empty).await?;
-            Ok(report_outcome(outcome, output, true))
-        }),
+        } => runtime()?.block_on(apply(&cli, allow_empty, output)),
     }
+}
+
+/// `pgsched plan`: what `apply` would change, without changing it.
+async fn plan(cli: &Cli, output: Output) -> anyhow::Result<ExitCode> {
+    let (mut client, _server) = open_database(cli).await?;
+    let outcome = reconcile::plan(&mut client, &cli.dir).await?;
+    Ok(report_outcome(outcome, output, false))
+}
+
+/// `pgsched apply`: one reconcile, in one transaction.
+async fn apply(cli: &Cli, allow_empty: bool, output: Output) -> anyhow::Result<ExitCode> {
+    let (mut client, _server) = open_database(cli).await?;
+    let outcome = reconcile::apply(&mut client, &cli.dir, allow_empty).await?;
+    Ok(report_outcome(outcome, output, true))
+}
+
+/// `pgsched validate`: every spec parsed and checked, offline.
+fn validate(dir: &std::path::Path) -> ExitCode {
+    let loaded = spec::load_dir(dir);
+    if !loaded.is_valid() {
+        print_spec_errors(&loaded.errors);
+        return ExitCode::from(1);
+    }
+    let count = |k: Kind| loaded.objects.iter().filter(|o| o.kind == k).count();
+    println!(
+        "{} is valid: {} in {} ({})",
+        dir.display(),
+        counted(loaded.objects.len(), "object"),
+        counted(loaded.files.len(), "file"),
+        Kind::ALL
+            .iter()
+            .map(|k| counted(count(*k), k.slug()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    ExitCode::SUCCESS
+}
+
+/// `pgsched schema`: the JSON Schemas, written to a directory or printed.
+fn schema(out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    match out {
+        Some(dir) => {
+            let written = spec::schema::write_schemas(&dir)
+                .with_context(|| format!("writing schemas to {}", dir.display()))?;
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+        }
+        None => print!("{}", spec::schema::all_schemas().pop().expect("umbrella").1),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `pgsched run`: the sidecar, until a signal stops it.
@@ -360,137 +411,6 @@ async fn wait_for_signal() {
     }
 }
 
-fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| "-".into())
-}
-
-fn print_status(objects: &[store::report::ObjectStatus]) {
-    println!(
-        "{:<9} {:<28} {:<18} {:<20} {:<10} {:>6} {:>9} {:>6} {:>7}",
-        "KIND",
-        "NAME",
-        "SCHEDULE",
-        "NEXT RUN (UTC)",
-        "LAST",
-        "ACTIVE",
-        "SUCCEEDED",
-        "FAILED",
-        "SKIPPED"
-    );
-    for o in objects {
-        let schedule = match (&o.schedule, o.suspended) {
-            (_, true) => "suspended".to_string(),
-            (Some(s), _) => s.clone(),
-            (None, _) => "on demand".to_string(),
-        };
-        println!(
-            "{:<9} {:<28} {:<18} {:<20} {:<10} {:>6} {:>9} {:>6} {:>7}",
-            o.kind,
-            o.name,
-            schedule,
-            time(o.next_run_at),
-            o.last_run
-                .as_ref()
-                .map(|r| r.status.as_str())
-                .unwrap_or("-"),
-            o.active,
-            o.succeeded,
-            o.failed,
-            o.skipped
-        );
-    }
-}
-
-fn print_runs(runs: &[store::report::RunRecord]) {
-    use pgsched::status::first_line;
-    println!(
-        "{:>8} {:<10} {:>7} {:<9} {:<20} {:<20} {:>9} {:<18} ERROR",
-        "ID", "STATUS", "ATTEMPT", "TRIGGER", "DUE (UTC)", "STARTED (UTC)", "MS", "WORKER"
-    );
-    for r in runs {
-        let error = r
-            .error
-            .as_deref()
-            .map(|e| first_line(e, 80))
-            .unwrap_or_default();
-        println!(
-            "{:>8} {:<10} {:>7} {:<9} {:<20} {:<20} {:>9} {:<18} {}",
-            r.id,
-            r.status,
-            r.attempt,
-            r.trigger,
-            time(Some(r.due_at)),
-            time(r.started_at),
-            r.duration_ms
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "-".into()),
-            r.worker.as_deref().unwrap_or("-"),
-            error
-        );
-        // A chain run: its steps, one line each, under the run (per attempt of the run when
-        // it ran more than once). START is when the step started, from the attempt's start.
-        if r.steps.is_empty() {
-            continue;
-        }
-        let attempts: std::collections::BTreeSet<i32> =
-            r.steps.iter().map(|s| s.run_attempt).collect();
-        for run_attempt in attempts {
-            let steps: Vec<_> = r
-                .steps
-                .iter()
-                .filter(|s| s.run_attempt == run_attempt)
-                .collect();
-            let origin = steps.iter().filter_map(|s| s.started_at).min();
-            if r.attempt > 1 || run_attempt > 1 {
-                println!("{:>8} attempt {run_attempt}:", "");
-            }
-            println!(
-                "{:>8} {:>3} {:<24} {:<18} {:>7} {:>9} {:>9} OUTPUT / ERROR",
-                "", "#", "STEP", "STATUS", "ATTEMPT", "START", "MS"
-            );
-            for s in steps {
-                let status = match (s.status.as_str(), s.ignored) {
-                    ("failed", true) => "failed (ignored)".to_string(),
-                    ("rolled_back", _) => "rolled back".to_string(),
-                    (other, _) => other.to_string(),
-                };
-                let name = if s.on_failure {
-                    format!("{} (onFailure)", s.name)
-                } else {
-                    s.name.clone()
-                };
-                let start = match (s.started_at, origin) {
-                    (Some(at), Some(origin)) => {
-                        format!("+{:.3}s", (at - origin).num_milliseconds() as f64 / 1000.0)
-                    }
-                    _ => "-".into(),
-                };
-                let detail = s
-                    .error
-                    .as_deref()
-                    .or(s.output.as_deref())
-                    .map(|t| first_line(t, 80))
-                    .unwrap_or_default();
-                let line = format!(
-                    "{:>8} {:>3} {:<24} {:<18} {:>7} {:>9} {:>9} {}",
-                    "",
-                    s.position,
-                    name,
-                    status,
-                    s.attempt,
-                    start,
-                    s.duration_ms
-                        .map(|d| d.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    detail
-                );
-                println!("{}", line.trim_end());
-            }
-        }
-    }
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -530,169 +450,5 @@ async fn connect_database(
             let client = store::connect(&server.connection_string("postgres")).await?;
             Ok((client, Some(server)))
         }
-    }
-}
-
-fn style() -> plan::Style {
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    if colour {
-        plan::Style::COLOR
-    } else {
-        plan::Style::PLAIN
-    }
-}
-
-/// Prints a plan or apply outcome; returns the exit status the command promises.
-fn report_outcome(outcome: Outcome, output: Output, applying: bool) -> ExitCode {
-    match outcome {
-        Outcome::Invalid(errors) => {
-            print_spec_errors(&errors);
-            eprintln!("Nothing was changed: fix the errors above first.");
-            ExitCode::from(1)
-        }
-        Outcome::Planned(report) | Outcome::RefusedWipeOut(report) | Outcome::Applied(report)
-            if report.has_errors() =>
-        {
-            print_report(&report, output);
-            print_spec_errors(&report.checks.errors);
-            eprintln!("Nothing was changed: the checks against the database failed.");
-            ExitCode::from(1)
-        }
-        Outcome::RefusedWipeOut(report) => {
-            print_report(&report, output);
-            eprintln!(
-                "Refused: this would delete every object pgsched manages ({}). If the spec directory \
-                 is meant to be empty, run again with --allow-empty.",
-                report.plan.managed_before
-            );
-            ExitCode::from(1)
-        }
-        Outcome::Planned(report) => {
-            print_report(&report, output);
-            if report.plan.deletes_everything() {
-                eprintln!("Warning: this plan deletes every object pgsched manages; apply will refuse it without --allow-empty.");
-            }
-            if report.plan.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            }
-        }
-        Outcome::Applied(report) => {
-            print_report(&report, output);
-            if output == Output::Text && applying && !report.plan.is_empty() {
-                let s = report.plan.summary();
-                println!(
-                    "Apply complete: {} added, {} changed, {} deleted.",
-                    s.add, s.change, s.delete
-                );
-            }
-            ExitCode::SUCCESS
-        }
-    }
-}
-
-fn print_report(report: &reconcile::PlanReport, output: Output) {
-    match output {
-        Output::Text => {
-            print!("{}", plan::render_text(&report.plan, style()));
-            if !report.checks.unchecked.is_empty() {
-                println!("\nNot checked against the database:");
-                for note in &report.checks.unchecked {
-                    println!("  {note}");
-                }
-            }
-            for note in &report.checks.notes {
-                println!("\nNote: {note}");
-            }
-        }
-        Output::Json => {
-            let mut notes = std::collections::BTreeMap::new();
-            notes.insert(
-                "unchecked".to_string(),
-                serde_json::json!(report.checks.unchecked),
-            );
-            notes.insert("notes".to_string(), serde_json::json!(report.checks.notes));
-            notes.insert(
-                "errors".to_string(),
-                serde_json::json!(report
-                    .checks
-                    .errors
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()),
-            );
-            notes.insert(
-                "deletesEverything".to_string(),
-                serde_json::json!(report.plan.deletes_everything()),
-            );
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&plan::render_json(&report.plan, &notes))
-                    .expect("JSON serialises")
-            );
-        }
-    }
-}
-
-fn print_spec_errors(errors: &[spec::SpecError]) {
-    for e in errors {
-        eprintln!("{e}");
-    }
-    let files = errors
-        .iter()
-        .map(|e| &e.file)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    if !errors.is_empty() {
-        eprintln!(
-            "{} in {}",
-            counted(errors.len(), "error"),
-            counted(files, "file")
-        );
-    }
-}
-
-fn validate(dir: &std::path::Path) -> ExitCode {
-    let loaded = spec::load_dir(dir);
-    if !loaded.is_valid() {
-        print_spec_errors(&loaded.errors);
-        return ExitCode::from(1);
-    }
-    let count = |k: Kind| loaded.objects.iter().filter(|o| o.kind == k).count();
-    println!(
-        "{} is valid: {} in {} ({})",
-        dir.display(),
-        counted(loaded.objects.len(), "object"),
-        counted(loaded.files.len(), "file"),
-        Kind::ALL
-            .iter()
-            .map(|k| counted(count(*k), k.slug()))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    ExitCode::SUCCESS
-}
-
-fn schema(out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    match out {
-        Some(dir) => {
-            let written = spec::schema::write_schemas(&dir)
-                .with_context(|| format!("writing schemas to {}", dir.display()))?;
-            for path in written {
-                println!("wrote {}", path.display());
-            }
-        }
-        None => print!("{}", spec::schema::all_schemas().pop().expect("umbrella").1),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `1 file`, `2 files`.
-fn counted(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("{n} {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }

@@ -62,90 +62,84 @@ fn duration_histogram() -> Histogram {
 impl Metrics {
     /// The metrics, with the Timeout loop's counters read at every scrape.
     pub fn new(timeouts: Arc<TimeoutMetrics>) -> Metrics {
-        let mut registry = Registry::default();
-        let runs = Family::<RunLabels, Counter>::default();
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            runs: Family::default(),
+            run_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            // 100 µs to about 100 s: on time, a poll interval late, or after downtime.
+            start_lateness: Histogram::new(exponential_buckets(0.0001, 4.0, 11)),
+            reconciles: Family::default(),
+            reconcile_errors: Counter::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            leader: Gauge::default(),
+            ready: Gauge::default(),
+            pending_runs: Gauge::default(),
+            spec_errors: Gauge::default(),
+            spec_files: Gauge::default(),
+        };
+        metrics.register(timeouts);
+        metrics
+    }
+
+    /// Registers every metric under its name and help; the text lists them in this order.
+    fn register(&mut self, timeouts: Arc<TimeoutMetrics>) {
+        let registry = &mut self.registry;
         registry.register(
             "pgsched_runs",
             "Run attempts finished by this process, by job and outcome (pending: will be retried)",
-            runs.clone(),
+            self.runs.clone(),
         );
-        let run_duration: HistogramFamily<JobLabel> =
-            Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register(
             "pgsched_run_duration_seconds",
             "How long run attempts took, by job",
-            run_duration.clone(),
+            self.run_duration.clone(),
         );
-        // 100 µs to about 100 s: on time, a poll interval late, or after downtime.
-        let start_lateness = Histogram::new(exponential_buckets(0.0001, 4.0, 11));
         registry.register(
             "pgsched_run_start_lateness_seconds",
             "From when a run was due to when this process started it",
-            start_lateness.clone(),
+            self.start_lateness.clone(),
         );
-        let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register(
             "pgsched_reconciles",
             "Reconciles by result: applied, unchanged, invalid (spec errors), check_failed, refused (would delete everything), error",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
-        let reconcile_errors = Counter::default();
         registry.register(
             "pgsched_reconcile_errors",
             "Reconciles that did not apply: spec errors, failed checks, refusals and database errors",
-            reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "pgsched_reconcile_duration_seconds",
             "How long a reconcile took: load, plan, checks and apply",
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
-        let leader = Gauge::default();
         registry.register(
             "pgsched_leader",
             "1 while this process holds the reconcile leadership",
-            leader.clone(),
+            self.leader.clone(),
         );
-        let ready = Gauge::default();
         registry.register(
             "pgsched_ready",
             "1 when connected, migrated and reconciled at least once (what /readyz answers)",
-            ready.clone(),
+            self.ready.clone(),
         );
-        let pending_runs = Gauge::default();
         registry.register(
             "pgsched_pending_runs",
             "Runs due and waiting for a worker, in the whole database",
-            pending_runs.clone(),
+            self.pending_runs.clone(),
         );
-        let spec_errors = Gauge::default();
         registry.register(
             "pgsched_spec_errors",
             "Errors in the spec directory at the last look (non-zero: nothing is being applied)",
-            spec_errors.clone(),
+            self.spec_errors.clone(),
         );
-        let spec_files = Gauge::default();
         registry.register(
             "pgsched_spec_files",
             "Spec files in the directory at the last look",
-            spec_files.clone(),
+            self.spec_files.clone(),
         );
         registry.register_collector(Box::new(TimeoutCounters(timeouts)));
-        Metrics {
-            registry,
-            runs,
-            run_duration,
-            start_lateness,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            leader,
-            ready,
-            pending_runs,
-            spec_errors,
-            spec_files,
-        }
     }
 
     /// Counts one reconcile; `result` is one of the documented results.

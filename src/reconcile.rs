@@ -1,6 +1,9 @@
 //! One reconcile: load the spec directory, compare it with the tables, check what would
 //! change against the live schema, and (for `apply`) write the changes in one transaction
 //! under the reconcile lock. `plan`, `apply` and the sidecar all go through here.
+//!
+//! Spec and check errors are an [`Outcome`], not an error: the only error is the database's
+//! ([`StoreError`], which says what was being done), and then nothing was applied.
 
 use crate::plan::{make_plan, Action, DesiredObject, Plan};
 use crate::spec::{load_dir, Object, SpecError};
@@ -12,15 +15,6 @@ use crate::store::{migrations::migrate, Context, StoreError};
 use std::collections::HashSet;
 use std::path::Path;
 use tokio_postgres::Client;
-
-/// Why a reconcile could not finish. Spec and check errors are not among them: those are
-/// an [`Outcome`].
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    /// The database failed (connection, migration, query); nothing was applied.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// A plan with what the checks found.
 #[derive(Debug)]
@@ -98,7 +92,7 @@ async fn checked_plan(
     dir: &Path,
     objects: &[&Object],
     partial: Option<&Partial>,
-) -> Result<PlanReport, ReconcileError> {
+) -> Result<PlanReport, StoreError> {
     let (actual, managed) = read_scope(client, partial).await?;
     let plan = plan_in_scope(objects, &actual, managed);
     let changed: HashSet<(crate::spec::Kind, &str)> = plan
@@ -118,7 +112,7 @@ async fn checked_plan(
 
 /// The dry run: what `apply` would change. Migrates the schema (so there is something to
 /// compare with) but changes no object.
-pub async fn plan(client: &mut Client, dir: &Path) -> Result<Outcome, ReconcileError> {
+pub async fn plan(client: &mut Client, dir: &Path) -> Result<Outcome, StoreError> {
     let loaded = load_dir(dir);
     if !loaded.is_valid() {
         return Ok(Outcome::Invalid(loaded.errors));
@@ -137,7 +131,7 @@ pub async fn apply(
     client: &mut Client,
     dir: &Path,
     allow_empty: bool,
-) -> Result<Outcome, ReconcileError> {
+) -> Result<Outcome, StoreError> {
     let loaded = load_dir(dir);
     if !loaded.is_valid() {
         return Ok(Outcome::Invalid(loaded.errors));
@@ -151,7 +145,7 @@ pub async fn apply_objects(
     dir: &Path,
     objects: &[Object],
     allow_empty: bool,
-) -> Result<Outcome, ReconcileError> {
+) -> Result<Outcome, StoreError> {
     let objects: Vec<&Object> = objects.iter().collect();
     apply_in_scope(client, dir, &objects, None, allow_empty).await
 }
@@ -165,7 +159,7 @@ pub async fn apply_in_scope(
     objects: &[&Object],
     partial: Option<&Partial>,
     allow_empty: bool,
-) -> Result<Outcome, ReconcileError> {
+) -> Result<Outcome, StoreError> {
     migrate(client).await?;
     // Checks run before the transaction: a failed PREPARE inside it would abort it.
     let report = checked_plan(client, dir, objects, partial).await?;

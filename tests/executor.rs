@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{apply_specs, job, wait_for, Executor, Specs};
+use common::{apply_specs, job, wait_for, Executor, Sidecar, Specs};
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
@@ -526,24 +526,15 @@ async fn graceful_shutdown_lets_short_runs_finish_and_retries_long_ones() {
     assert_eq!(workers, 0, "a clean stop unregisters the worker");
 }
 
-fn spawn_pgsched(url: &str, dir: &Path, worker_log: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pgsched"))
-        .args([
-            "run",
-            "--no-reconcile",
-            "--heartbeat",
-            "300ms",
-            "--poll",
-            "500ms",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .env("DATABASE_URL", url)
-        .env("PGSCHED_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(worker_log)).unwrap())
-        .spawn()
-        .unwrap()
+/// A `pgsched run` that executes but does not reconcile, on its own free port, killed when
+/// dropped (so a failing test leaves no process behind holding the run or the port).
+fn spawn_pgsched(url: &str, dir: &Path) -> Sidecar {
+    Sidecar::start_plain(
+        dir,
+        url,
+        &["--no-reconcile", "--heartbeat", "300ms", "--poll", "500ms"],
+        "warn",
+    )
 }
 
 #[tokio::test]
@@ -558,7 +549,7 @@ async fn a_run_whose_executor_was_killed_is_recovered_and_retried_by_another() {
         ),
     )]);
     apply_specs(&mut client, &specs).await;
-    let mut first = spawn_pgsched(&db.url, specs.path(), "first.log");
+    let mut first = spawn_pgsched(&db.url, specs.path());
     let id = trigger(&client, "work", "{}").await;
     wait_for(
         &client,
@@ -567,15 +558,24 @@ async fn a_run_whose_executor_was_killed_is_recovered_and_retried_by_another() {
         Duration::from_secs(15),
     )
     .await;
-    first.kill().unwrap(); // SIGKILL: no chance to clean up
-    first.wait().unwrap();
-    let mut second = spawn_pgsched(&db.url, specs.path(), "second.log");
+    first.signal(libc::SIGKILL); // no chance to clean up
+    first.wait_exit(Duration::from_secs(10));
+    let mut second = spawn_pgsched(&db.url, specs.path());
     let (status, attempt, _, output) = wait_finished(&client, id, Duration::from_secs(20)).await;
-    assert_eq!((status.as_str(), attempt), ("succeeded", 2));
+    assert_eq!(
+        (status.as_str(), attempt),
+        ("succeeded", 2),
+        "{}",
+        second.log()
+    );
     assert!(output.unwrap().contains("done on attempt 2"));
-    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-    let status = second.wait().unwrap();
-    assert!(status.success(), "a clean stop on SIGTERM exits 0");
+    second.signal(libc::SIGTERM);
+    assert_eq!(
+        second.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "a clean stop on SIGTERM exits 0; log:\n{}",
+        second.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

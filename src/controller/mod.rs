@@ -155,19 +155,11 @@ pub async fn run_sidecar(
     if !config.reconcile {
         health.reconciled.store(true, Ordering::Relaxed);
     }
-    let http_stop = CancellationToken::new();
-    let http_task = listener.map(|listener| {
-        tokio::spawn(http::serve(
-            listener,
-            health.clone(),
-            metrics.clone(),
-            http_stop.clone(),
-        ))
-    });
+    let http = HttpServer::start(listener, &health, &metrics);
 
     let url = config.executor.database_url.clone();
     let Some(()) = migrate_when_reachable(&url, &health, &shutdown).await else {
-        http_stop.cancel();
+        http.token.cancel();
         return Ok(());
     };
 
@@ -182,29 +174,8 @@ pub async fn run_sidecar(
     });
 
     let loops_stop = CancellationToken::new();
-    let mut background = tokio::task::JoinSet::new();
-    if config.reconcile {
-        let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
-        background.spawn(leader::lead(shared.clone(), leader_tx, loops_stop.clone()));
-        let changes = SpecChanges::start(&config)?;
-        background.spawn(reconcile_loop(
-            shared.clone(),
-            changes,
-            leader_rx,
-            loops_stop.clone(),
-        ));
-        background.spawn(status_loop::status_loop(shared.clone(), loops_stop.clone()));
-    } else {
-        background.spawn(status_loop::backlog_loop(
-            shared.clone(),
-            loops_stop.clone(),
-        ));
-    }
-
-    let mut timeouts = TimeoutConfig::new(url.clone());
-    timeouts.poll = config.executor.poll;
-    timeouts.worker = config.executor.worker.clone();
-    timeouts.metrics = timeout_metrics;
+    let background = spawn_loops(&shared, &loops_stop)?;
+    let timeouts = timeout_config(&config, timeout_metrics);
     let timeout_loop = tokio::spawn(timeout::run_timeouts(timeouts, shutdown.clone()));
     tracing::info!(worker = %config.executor.worker, dir = %config.dir.display(), "executing due runs and expiring timeouts");
     let executed = executor::run_executor(
@@ -216,6 +187,91 @@ pub async fn run_sidecar(
     // The executor returns after shutdown (and its grace); stop the rest.
     shutdown.cancel();
     loops_stop.cancel();
+    stop_loops(background).await;
+    match timeout_loop.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "the timeout loop stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "the timeout loop panicked"),
+        Ok(Ok(())) => {}
+    }
+    http.stop().await?;
+    executed?;
+    Ok(())
+}
+
+/// The server for /healthz, /readyz and /metrics, when there is a listener to serve on.
+struct HttpServer {
+    /// Stops the server; cancelled last, so probes are answered until the end.
+    token: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl HttpServer {
+    fn start(
+        listener: Option<tokio::net::TcpListener>,
+        health: &Arc<Health>,
+        metrics: &Arc<Metrics>,
+    ) -> HttpServer {
+        let token = CancellationToken::new();
+        let task = listener.map(|listener| {
+            tokio::spawn(http::serve(
+                listener,
+                health.clone(),
+                metrics.clone(),
+                token.clone(),
+            ))
+        });
+        HttpServer { token, task }
+    }
+
+    /// Stops the server and waits for it: its failure is the sidecar's, a panic only a warning.
+    async fn stop(self) -> Result<(), SidecarError> {
+        self.token.cancel();
+        if let Some(task) = self.task {
+            match task.await {
+                Ok(Err(e)) => return Err(SidecarError::Http(e)),
+                Err(e) => tracing::warn!(error = %e, "the HTTP server panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The loops beside the executor: leadership, reconciling and status files, or, on an
+/// execute-only replica, the backlog gauge alone.
+fn spawn_loops(
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> Result<tokio::task::JoinSet<()>, SidecarError> {
+    let mut background = tokio::task::JoinSet::new();
+    if shared.config.reconcile {
+        let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+        background.spawn(leader::lead(shared.clone(), leader_tx, stop.clone()));
+        let changes = SpecChanges::start(&shared.config)?;
+        background.spawn(reconcile_loop(
+            shared.clone(),
+            changes,
+            leader_rx,
+            stop.clone(),
+        ));
+        background.spawn(status_loop::status_loop(shared.clone(), stop.clone()));
+    } else {
+        background.spawn(status_loop::backlog_loop(shared.clone(), stop.clone()));
+    }
+    Ok(background)
+}
+
+/// The Timeout loop's settings: the executor's database, poll interval and worker name.
+fn timeout_config(config: &SidecarConfig, metrics: Arc<timeout::TimeoutMetrics>) -> TimeoutConfig {
+    let mut timeouts = TimeoutConfig::new(config.executor.database_url.clone());
+    timeouts.poll = config.executor.poll;
+    timeouts.worker = config.executor.worker.clone();
+    timeouts.metrics = metrics;
+    timeouts
+}
+
+/// Waits for the loops once they are told to stop.
+async fn stop_loops(mut background: tokio::task::JoinSet<()>) {
     // The loops stop between steps; one stuck on a database that does not answer is not
     // waited for long.
     let stopped = tokio::time::timeout(Duration::from_secs(5), async {
@@ -227,21 +283,6 @@ pub async fn run_sidecar(
         background.abort_all();
         while background.join_next().await.is_some() {}
     }
-    match timeout_loop.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "the timeout loop stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "the timeout loop panicked"),
-        Ok(Ok(())) => {}
-    }
-    http_stop.cancel();
-    if let Some(task) = http_task {
-        match task.await {
-            Ok(Err(e)) => return Err(SidecarError::Http(e)),
-            Err(e) => tracing::warn!(error = %e, "the HTTP server panicked"),
-            Ok(Ok(())) => {}
-        }
-    }
-    executed?;
-    Ok(())
 }
 
 /// Connects and migrates, retrying with back-off while the database is not there yet (a pod's

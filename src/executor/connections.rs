@@ -23,7 +23,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::spec::ConnectionSpec;
 use crate::store::describe_pg_error;
-use crate::store::tls::Tls;
+use crate::store::tls::{TargetError, Tls};
 
 /// How long opening one connection may take when the URL does not say (`connect_timeout`).
 /// Without it an unreachable host would hold a task until the kernel gives up on TCP.
@@ -34,7 +34,7 @@ const RECYCLE_TIMEOUT: Duration = Duration::from_secs(10);
 const APPLICATION_NAME: &str = "pgsched";
 
 /// A task that could not start because its database is not available.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     /// The task names a Connection that is not applied.
     #[error("no Connection named `{name}`; add a Connection object with that name or fix the task's `database`")]
@@ -43,12 +43,12 @@ pub enum ConnectionError {
         name: String,
     },
     /// The Connection's URL cannot be read.
-    #[error("{database}: invalid connection URL: {reason}")]
+    #[error("{database}: invalid connection URL: {source}")]
     InvalidUrl {
         /// The Connection (or the scheduler's own database).
         database: String,
         /// What is wrong with the URL.
-        reason: String,
+        source: TargetError,
     },
     /// The Connection's password could not be read from its environment variable or file.
     #[error("{database}: {reason}")]
@@ -101,9 +101,9 @@ impl Databases {
     pub fn new(default_url: &str, max_size: usize) -> Result<Databases, ConnectionError> {
         let target = crate::store::scheduler_target(default_url);
         let (config, tls) =
-            with_defaults(target).map_err(|reason| ConnectionError::InvalidUrl {
+            with_defaults(target).map_err(|source| ConnectionError::InvalidUrl {
                 database: DEFAULT_LABEL.to_string(),
-                reason,
+                source,
             })?;
         Ok(Databases {
             default: build_pool(config, tls.clone(), max_size),
@@ -200,10 +200,10 @@ impl Databases {
         }
         let label = format!("connection `{name}`");
         let (mut config, tls) =
-            with_defaults(crate::store::tls::target(&entry.spec.url)).map_err(|reason| {
+            with_defaults(crate::store::tls::target(&entry.spec.url)).map_err(|source| {
                 ConnectionError::InvalidUrl {
                     database: label.clone(),
-                    reason,
+                    source,
                 }
             })?;
         if let Some(password) =
@@ -258,8 +258,8 @@ impl NamedPool {
 /// offending part, never echo the whole string, so a password inside the URL cannot leak
 /// through them.
 fn with_defaults(
-    target: Result<(tokio_postgres::Config, Tls), String>,
-) -> Result<(tokio_postgres::Config, Tls), String> {
+    target: Result<(tokio_postgres::Config, Tls), TargetError>,
+) -> Result<(tokio_postgres::Config, Tls), TargetError> {
     let (mut config, tls) = target?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);

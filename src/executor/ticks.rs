@@ -9,6 +9,7 @@
 
 use crate::schedule::{Schedule, TickContext};
 use crate::spec::MissedRuns;
+use crate::store::states::TickPhase;
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use std::collections::VecDeque;
@@ -51,6 +52,29 @@ pub enum TickState {
     Done,
 }
 
+impl TickState {
+    /// The state a job row records (`tick_state`, `next_run_at`). A `scheduled` row without
+    /// a time cannot be written by pgsched; it is read as new, so the next tick is computed.
+    pub fn from_row(phase: TickPhase, next_run_at: Option<DateTime<Utc>>) -> TickState {
+        match (phase, next_run_at) {
+            (TickPhase::Scheduled, Some(at)) => TickState::Scheduled(at),
+            (TickPhase::AfterFinish, _) => TickState::AfterFinish,
+            (TickPhase::Done, _) => TickState::Done,
+            (TickPhase::New | TickPhase::Scheduled, _) => TickState::New,
+        }
+    }
+
+    /// The row's `tick_state` and `next_run_at` for this state.
+    pub fn to_row(self) -> (TickPhase, Option<DateTime<Utc>>) {
+        match self {
+            TickState::New => (TickPhase::New, None),
+            TickState::Scheduled(at) => (TickPhase::Scheduled, Some(at)),
+            TickState::AfterFinish => (TickPhase::AfterFinish, None),
+            TickState::Done => (TickPhase::Done, None),
+        }
+    }
+}
+
 /// What one due tick becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TickOutcome {
@@ -90,28 +114,48 @@ pub fn plan_ticks(
     late_tolerance: Duration,
 ) -> TickPlan {
     let first = match state {
-        TickState::AfterFinish | TickState::Done => {
-            return TickPlan {
-                ticks: Vec::new(),
-                next: state,
-            }
-        }
-        TickState::New => {
-            return TickPlan {
-                ticks: Vec::new(),
-                next: initial_state(timing, now),
-            }
-        }
-        TickState::Scheduled(at) if at > now => {
-            return TickPlan {
-                ticks: Vec::new(),
-                next: state,
-            }
-        }
+        TickState::AfterFinish | TickState::Done => return TickPlan::nothing(state),
+        TickState::New => return TickPlan::nothing(initial_state(timing, now)),
+        TickState::Scheduled(at) if at > now => return TickPlan::nothing(state),
         TickState::Scheduled(at) => at,
     };
+    let (due, skipped_older, next) = due_ticks(timing, first, now);
+    if timing.suspended {
+        // No new instances while suspended; the ticks pass unrecorded and resuming does not
+        // replay them.
+        return TickPlan::nothing(next);
+    }
+    let ticks = due
+        .iter()
+        .map(|&at| plan_tick(timing, at, &due, now, late_tolerance))
+        .collect();
+    if skipped_older > 0 {
+        tracing::warn!(
+            skipped_older,
+            "more than {MAX_CATCH_UP} ticks were missed; only the most recent {MAX_CATCH_UP} are considered"
+        );
+    }
+    TickPlan { ticks, next }
+}
 
-    // Every due tick, oldest first; of a long series only the most recent ones matter.
+impl TickPlan {
+    /// No tick is due: only the tick state may move on.
+    fn nothing(next: TickState) -> TickPlan {
+        TickPlan {
+            ticks: Vec::new(),
+            next,
+        }
+    }
+}
+
+/// Every due tick from `first` up to `now`, oldest first, how many older ones were left out
+/// (of a long series only the most recent [`MAX_CATCH_UP`] matter), and the tick state after
+/// them.
+fn due_ticks(
+    timing: &Timing,
+    first: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (VecDeque<DateTime<Utc>>, usize, TickState) {
     let mut due: VecDeque<DateTime<Utc>> = VecDeque::from([first]);
     let mut skipped_older = 0usize;
     let next = match (&timing.schedule, timing.run_at) {
@@ -144,15 +188,19 @@ pub fn plan_ticks(
         (None, Some(_)) => TickState::Done,
         (None, None) => TickState::Done,
     };
-    if timing.suspended {
-        // No new instances while suspended; the ticks pass unrecorded and resuming does not
-        // replay them.
-        return TickPlan {
-            ticks: Vec::new(),
-            next,
-        };
-    }
+    (due, skipped_older, next)
+}
 
+/// What the due tick `at` (one of `due`) becomes: the most recent tick runs when it is on
+/// time, the others as `missedRuns` says, and a run more than `startingDeadline` late is
+/// recorded as missed instead.
+fn plan_tick(
+    timing: &Timing,
+    at: DateTime<Utc>,
+    due: &VecDeque<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    late_tolerance: Duration,
+) -> PlannedTick {
     let latest = *due.back().expect("at least the first tick");
     let on_time = |t: DateTime<Utc>| now.signed_duration_since(t) <= delta(late_tolerance);
     let past_deadline = |t: DateTime<Utc>| {
@@ -160,55 +208,48 @@ pub fn plan_ticks(
             .starting_deadline
             .is_some_and(|d| now.signed_duration_since(t) > delta(d))
     };
-    let missed_reason = match timing.missed_runs {
+    let run = match timing.missed_runs {
+        _ if on_time(at) && at == latest => true,
+        MissedRuns::Skip => false,
+        MissedRuns::RunOnce => at == latest,
+        MissedRuns::RunAll => true,
+    };
+    if run && past_deadline(at) {
+        PlannedTick {
+            at,
+            outcome: TickOutcome::Missed,
+            catch_up: false,
+            reason: Some(format!(
+                "not started: more than startingDeadline ({}) late",
+                crate::duration::format_duration(timing.starting_deadline.unwrap_or_default())
+            )),
+        }
+    } else if run {
+        PlannedTick {
+            at,
+            outcome: TickOutcome::Run,
+            catch_up: !on_time(at),
+            reason: None,
+        }
+    } else {
+        PlannedTick {
+            at,
+            outcome: TickOutcome::Missed,
+            catch_up: false,
+            reason: Some(missed_reason(timing.missed_runs).to_string()),
+        }
+    }
+}
+
+/// Why a tick that was not run is recorded as missed.
+fn missed_reason(missed_runs: MissedRuns) -> &'static str {
+    match missed_runs {
         MissedRuns::Skip => "missed while no scheduler ran (missedRuns: Skip)",
         MissedRuns::RunOnce => {
             "missed while no scheduler ran; one catch-up run was made (missedRuns: RunOnce)"
         }
         MissedRuns::RunAll => "missed while no scheduler ran",
-    };
-    let mut ticks = Vec::with_capacity(due.len());
-    for &at in &due {
-        let run = match timing.missed_runs {
-            _ if on_time(at) && at == latest => true,
-            MissedRuns::Skip => false,
-            MissedRuns::RunOnce => at == latest,
-            MissedRuns::RunAll => true,
-        };
-        let tick = if run && past_deadline(at) {
-            PlannedTick {
-                at,
-                outcome: TickOutcome::Missed,
-                catch_up: false,
-                reason: Some(format!(
-                    "not started: more than startingDeadline ({}) late",
-                    crate::duration::format_duration(timing.starting_deadline.unwrap_or_default())
-                )),
-            }
-        } else if run {
-            PlannedTick {
-                at,
-                outcome: TickOutcome::Run,
-                catch_up: !on_time(at),
-                reason: None,
-            }
-        } else {
-            PlannedTick {
-                at,
-                outcome: TickOutcome::Missed,
-                catch_up: false,
-                reason: Some(missed_reason.to_string()),
-            }
-        };
-        ticks.push(tick);
     }
-    if skipped_older > 0 {
-        tracing::warn!(
-            skipped_older,
-            "more than {MAX_CATCH_UP} ticks were missed; only the most recent {MAX_CATCH_UP} are considered"
-        );
-    }
-    TickPlan { ticks, next }
 }
 
 /// The first tick of a new job (or one whose schedule changed): never in the past, so a new
@@ -269,6 +310,16 @@ mod tests {
 
     const TOLERANCE: Duration = Duration::from_secs(5);
 
+    /// The plan of a job due since 08:00, seen at 10:30: three hourly ticks of downtime.
+    fn after_downtime(t: &Timing) -> TickPlan {
+        plan_ticks(
+            t,
+            TickState::Scheduled(utc("2026-11-22T08:00:00Z")),
+            utc("2026-11-22T10:30:00Z"),
+            TOLERANCE,
+        )
+    }
+
     fn runs(plan: &TickPlan) -> Vec<(String, TickOutcome, bool)> {
         plan.ticks
             .iter()
@@ -309,12 +360,7 @@ mod tests {
     #[test]
     fn after_downtime_run_once_makes_one_catch_up_run() {
         let t = timing("0 * * * *", MissedRuns::RunOnce);
-        let plan = plan_ticks(
-            &t,
-            TickState::Scheduled(utc("2026-11-22T08:00:00Z")),
-            utc("2026-11-22T10:30:00Z"),
-            TOLERANCE,
-        );
+        let plan = after_downtime(&t);
         assert_eq!(
             runs(&plan),
             vec![
@@ -329,12 +375,7 @@ mod tests {
     #[test]
     fn after_downtime_run_all_runs_each_oldest_first() {
         let t = timing("0 * * * *", MissedRuns::RunAll);
-        let plan = plan_ticks(
-            &t,
-            TickState::Scheduled(utc("2026-11-22T08:00:00Z")),
-            utc("2026-11-22T10:30:00Z"),
-            TOLERANCE,
-        );
+        let plan = after_downtime(&t);
         assert_eq!(
             runs(&plan),
             vec![
@@ -348,12 +389,7 @@ mod tests {
     #[test]
     fn after_downtime_skip_runs_nothing_late() {
         let t = timing("0 * * * *", MissedRuns::Skip);
-        let plan = plan_ticks(
-            &t,
-            TickState::Scheduled(utc("2026-11-22T08:00:00Z")),
-            utc("2026-11-22T10:30:00Z"),
-            TOLERANCE,
-        );
+        let plan = after_downtime(&t);
         assert!(plan.ticks.iter().all(|t| t.outcome == TickOutcome::Missed));
         assert_eq!(plan.ticks.len(), 3);
         // The latest tick still runs under Skip when it is on time.
@@ -385,12 +421,7 @@ mod tests {
     fn starting_deadline_records_late_ticks_as_missed() {
         let mut t = timing("0 * * * *", MissedRuns::RunAll);
         t.starting_deadline = Some(Duration::from_secs(3600));
-        let plan = plan_ticks(
-            &t,
-            TickState::Scheduled(utc("2026-11-22T08:00:00Z")),
-            utc("2026-11-22T10:30:00Z"),
-            TOLERANCE,
-        );
+        let plan = after_downtime(&t);
         assert_eq!(
             runs(&plan),
             vec![
@@ -410,12 +441,7 @@ mod tests {
     fn suspended_jobs_advance_without_runs() {
         let mut t = timing("0 * * * *", MissedRuns::RunAll);
         t.suspended = true;
-        let plan = plan_ticks(
-            &t,
-            TickState::Scheduled(utc("2026-11-22T08:00:00Z")),
-            utc("2026-11-22T10:30:00Z"),
-            TOLERANCE,
-        );
+        let plan = after_downtime(&t);
         assert!(plan.ticks.is_empty());
         assert_eq!(plan.next, TickState::Scheduled(utc("2026-11-22T11:00:00Z")));
     }

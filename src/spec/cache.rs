@@ -102,49 +102,53 @@ impl DirCache {
             Scope::Files(files) => (files.iter().cloned().collect::<Vec<_>>(), false),
         };
         if full {
-            let keep: BTreeSet<&PathBuf> = paths.iter().collect();
-            let gone: Vec<PathBuf> = self
-                .files
-                .keys()
-                .filter(|f| !keep.contains(f))
-                .cloned()
-                .collect();
-            for f in gone {
-                self.forget(&f);
-                done.files.insert(f);
-            }
+            self.forget_all_but(&paths, &mut done.files);
         }
         // Read on every core; parse only what differs from the cache.
-        let read = parallel_chunks(&paths, |chunk| {
-            chunk
-                .iter()
-                .map(|relative| {
-                    let path = dir.join(relative);
-                    let shown = shown_path(dir, relative);
-                    let content = match std::fs::metadata(&path) {
-                        Ok(m) if m.is_file() => match std::fs::read(&path) {
-                            Ok(bytes) => Some(
-                                String::from_utf8(bytes)
-                                    .map_err(|_| SpecError::new(&shown, "not UTF-8 text")),
-                            ),
-                            Err(e) => {
-                                Some(Err(SpecError::new(&shown, format!("cannot read: {e}"))))
-                            }
-                        },
-                        // Gone (or now a directory, which an Everything look will walk).
-                        _ => None,
-                    };
-                    (relative.clone(), content)
-                })
-                .collect::<Vec<_>>()
-        });
-        let mut to_parse: Vec<(PathBuf, Result<String, SpecError>, [u8; 32])> = Vec::new();
-        for (relative, content) in read.into_iter().flatten() {
+        let to_parse = self.changed_contents(read_files(dir, &paths), &mut done.files);
+        let parsed = parse_files(dir, &to_parse);
+        let mut fresh = Vec::new();
+        for ((relative, _, _), file) in to_parse.iter().zip(parsed) {
+            self.forget(relative);
+            self.mark(relative, &file);
+            self.files.insert(relative.clone(), file);
+            fresh.push(relative.clone());
+            done.files.insert(relative.clone());
+        }
+        self.check(dir, &fresh);
+        done.changed |= !done.files.is_empty();
+        done
+    }
+
+    /// After a full walk: forgets the files not found in `paths`, adding them to `gone`.
+    fn forget_all_but(&mut self, paths: &[PathBuf], gone: &mut BTreeSet<PathBuf>) {
+        let keep: BTreeSet<&PathBuf> = paths.iter().collect();
+        let missing: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|f| !keep.contains(f))
+            .cloned()
+            .collect();
+        for f in missing {
+            self.forget(&f);
+            gone.insert(f);
+        }
+    }
+
+    /// The files read whose content differs from the cache, with the hash of the new
+    /// content; a file that is gone is forgotten and added to `changed`.
+    fn changed_contents(
+        &mut self,
+        read: Vec<ReadFile>,
+        changed: &mut BTreeSet<PathBuf>,
+    ) -> Vec<ToParse> {
+        let mut to_parse = Vec::new();
+        for (relative, content) in read {
             match content {
                 None => {
                     if self.files.contains_key(&relative) {
                         self.forget(&relative);
-                        done.files.insert(relative);
+                        changed.insert(relative);
                     }
                 }
                 Some(content) => {
@@ -159,35 +163,7 @@ impl DirCache {
                 }
             }
         }
-        let parsed = parallel_chunks(&to_parse, |chunk| {
-            chunk
-                .iter()
-                .map(|(relative, content, hash)| {
-                    let mut p = Parsed::default();
-                    match content {
-                        Ok(text) => p.file(relative, &shown_path(dir, relative), text),
-                        Err(e) => p.errors.push(e.clone()),
-                    }
-                    CachedFile {
-                        hash: *hash,
-                        objects: p.objects.into_iter().map(|(o, _)| o).collect(),
-                        parse_errors: p.errors,
-                        check_errors: Vec::new(),
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
-        let mut fresh = Vec::new();
-        for ((relative, _, _), file) in to_parse.iter().zip(parsed.into_iter().flatten()) {
-            self.forget(relative);
-            self.mark(relative, &file);
-            self.files.insert(relative.clone(), file);
-            fresh.push(relative.clone());
-            done.files.insert(relative.clone());
-        }
-        self.check(dir, &fresh);
-        done.changed |= !done.files.is_empty();
-        done
+        to_parse
     }
 
     /// Drops a file, recording what it declared.
@@ -318,6 +294,61 @@ impl DirCache {
     pub fn clear_dirty(&mut self) {
         self.dirty = Dirty::default();
     }
+}
+
+/// A file as read: its text, why it could not be read, or `None` when it is gone.
+type ReadFile = (PathBuf, Option<Result<String, SpecError>>);
+
+/// A file to parse: its content as read and the hash of it.
+type ToParse = (PathBuf, Result<String, SpecError>, [u8; 32]);
+
+/// Reads the files on every core.
+fn read_files(dir: &Path, paths: &[PathBuf]) -> Vec<ReadFile> {
+    let read = parallel_chunks(paths, |chunk| {
+        chunk
+            .iter()
+            .map(|relative| {
+                let path = dir.join(relative);
+                let shown = shown_path(dir, relative);
+                let content = match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => match std::fs::read(&path) {
+                        Ok(bytes) => Some(
+                            String::from_utf8(bytes)
+                                .map_err(|_| SpecError::new(&shown, "not UTF-8 text")),
+                        ),
+                        Err(e) => Some(Err(SpecError::new(&shown, format!("cannot read: {e}")))),
+                    },
+                    // Gone (or now a directory, which an Everything look will walk).
+                    _ => None,
+                };
+                (relative.clone(), content)
+            })
+            .collect::<Vec<_>>()
+    });
+    read.into_iter().flatten().collect()
+}
+
+/// Parses the files on every core, in the order given; their checks are still to run.
+fn parse_files(dir: &Path, to_parse: &[ToParse]) -> Vec<CachedFile> {
+    let parsed = parallel_chunks(to_parse, |chunk| {
+        chunk
+            .iter()
+            .map(|(relative, content, hash)| {
+                let mut p = Parsed::default();
+                match content {
+                    Ok(text) => p.file(relative, &shown_path(dir, relative), text),
+                    Err(e) => p.errors.push(e.clone()),
+                }
+                CachedFile {
+                    hash: *hash,
+                    objects: p.objects.into_iter().map(|(o, _)| o).collect(),
+                    parse_errors: p.errors,
+                    check_errors: Vec::new(),
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    parsed.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

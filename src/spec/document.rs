@@ -60,147 +60,25 @@ pub fn object_from_document(
     shown: &Path,
     relative: &Path,
 ) -> Result<Object, Vec<SpecError>> {
-    let err = |message: String| SpecError::new(shown, message);
     let NodeValue::Map(entries) = &doc.value else {
-        return Err(vec![err(
-            "a document must be a mapping with apiVersion, kind, metadata and spec".into(),
+        return Err(vec![SpecError::new(
+            shown,
+            "a document must be a mapping with apiVersion, kind, metadata and spec",
         )
         .at(doc.position)]);
     };
-    let mut errors = Vec::new();
-    for (path, position, first) in doc.duplicate_keys() {
-        let Some(PathSegment::Key(key)) = path.0.last().cloned() else {
-            continue;
-        };
-        let mut e = err(format!("duplicate key `{key}`"))
-            .at(position)
-            .field(path);
-        if let Some(first) = first {
-            e = e.hint(format!(
-                "`{key}` is already set on line {}; a key may appear once in a mapping",
-                first.line
-            ));
-        }
-        errors.push(e);
-    }
-    for (key, position, _) in entries {
-        if !ENVELOPE_FIELDS.contains(&key.as_str()) {
-            let mut e = err(format!("unknown field `{key}`"))
-                .at(*position)
-                .field(FieldPath::root().key(key.clone()));
-            e.hint = did_you_mean(key, ENVELOPE_FIELDS)
-                .or_else(|| Some("expected apiVersion, kind, metadata and spec".into()));
-            errors.push(e);
-        }
-    }
-    let field = |name: &str| FieldPath::root().key(name);
-    let required_str = |name: &str| -> Result<(&str, Option<Position>), SpecError> {
-        match doc.get(name) {
-            None => Err(err(format!("missing required field `{name}`"))
-                .at(doc.position)
-                .field(field(name))),
-            Some(Node {
-                value: NodeValue::Str(s),
-                position,
-            }) => Ok((s.as_str(), *position)),
-            Some(other) => Err(err(format!("`{name}` must be a string"))
-                .at(other.position)
-                .field(field(name))),
-        }
+    let mut envelope = Envelope {
+        doc,
+        shown,
+        errors: Vec::new(),
     };
-
-    match required_str("apiVersion") {
-        Ok((api_version, _)) if api_version == API_VERSION => {}
-        Ok((api_version, position)) => errors.push(
-            err(format!("unsupported apiVersion `{api_version}`"))
-                .at(position)
-                .field(field("apiVersion"))
-                .hint(format!("write `apiVersion: {API_VERSION}`")),
-        ),
-        Err(e) => errors.push(e.hint(format!("write `apiVersion: {API_VERSION}`"))),
-    }
-    let kind = match required_str("kind") {
-        Ok((text, position)) => match Kind::parse(text) {
-            Some(kind) => Some(kind),
-            None => {
-                let names = Kind::ALL.map(Kind::as_str);
-                let mut e = err(format!("unknown kind `{text}`"))
-                    .at(position)
-                    .field(field("kind"));
-                e.hint = did_you_mean(text, names)
-                    .or_else(|| Some("expected Job, Chain, Timeout or Connection".into()));
-                errors.push(e);
-                None
-            }
-        },
-        Err(e) => {
-            errors.push(e.hint("one of Job, Chain, Timeout or Connection"));
-            None
-        }
-    };
-
-    let metadata = match doc.get("metadata") {
-        None => {
-            errors.push(
-                err("missing required field `metadata`".into())
-                    .at(doc.position)
-                    .field(field("metadata"))
-                    .hint("add `metadata: {name: my-object}`"),
-            );
-            None
-        }
-        Some(node) => match typed::<Metadata>(doc, node, field("metadata"), shown) {
-            Ok(metadata) => {
-                if let Some((message, hint)) = check_name(&metadata.name) {
-                    let path = FieldPath::parse("metadata.name");
-                    errors.push(err(message).at(doc.locate(&path)).field(path).hint(hint));
-                }
-                Some(metadata)
-            }
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-    };
-
-    let spec = match (doc.get("spec"), kind) {
-        (None, _) => {
-            errors.push(
-                err("missing required field `spec`".into())
-                    .at(doc.position)
-                    .field(field("spec")),
-            );
-            None
-        }
-        (Some(_), None) => None,
-        (Some(node), Some(kind)) => {
-            let path = field("spec");
-            let parsed = match kind {
-                Kind::Job => typed::<JobSpec>(doc, node, path, shown).map(ObjectSpec::Job),
-                Kind::Chain => typed::<ChainSpec>(doc, node, path, shown).map(ObjectSpec::Chain),
-                Kind::Timeout => {
-                    typed::<TimeoutSpec>(doc, node, path, shown).map(ObjectSpec::Timeout)
-                }
-                Kind::Connection => {
-                    typed::<ConnectionSpec>(doc, node, path, shown).map(ObjectSpec::Connection)
-                }
-            };
-            parsed.map_err(|e| errors.push(e)).ok()
-        }
-    };
-
-    // `specs:` is reported as an unknown field with "did you mean `spec`?"; "missing required
-    // field `spec`" on top of it would report one typo twice.
-    let suggested: Vec<String> = errors
-        .iter()
-        .filter_map(|e| quoted_after(e.hint.as_deref()?, "did you mean `"))
-        .collect();
-    errors.retain(|e| {
-        quoted_after(&e.message, "missing required field `")
-            .is_none_or(|missing| !suggested.contains(&missing))
-    });
-
+    envelope.duplicate_keys();
+    envelope.unknown_fields(entries);
+    envelope.api_version();
+    let kind = envelope.kind();
+    let metadata = envelope.metadata();
+    let spec = envelope.spec(kind);
+    let errors = envelope.errors_once();
     match (kind, metadata, spec) {
         (Some(kind), Some(metadata), Some(spec)) if errors.is_empty() => Ok(Object {
             kind,
@@ -213,6 +91,198 @@ pub fn object_from_document(
             doc: Arc::new(doc.clone()),
         }),
         _ => Err(errors),
+    }
+}
+
+/// One document's envelope being read, with the errors found so far: each step reads one
+/// part and adds its errors, so that all of them are reported together.
+struct Envelope<'a> {
+    doc: &'a Node,
+    shown: &'a Path,
+    errors: Vec<SpecError>,
+}
+
+fn field(name: &str) -> FieldPath {
+    FieldPath::root().key(name)
+}
+
+impl<'a> Envelope<'a> {
+    fn err(&self, message: String) -> SpecError {
+        SpecError::new(self.shown, message)
+    }
+
+    fn duplicate_keys(&mut self) {
+        for (path, position, first) in self.doc.duplicate_keys() {
+            let Some(PathSegment::Key(key)) = path.0.last().cloned() else {
+                continue;
+            };
+            let mut e = self
+                .err(format!("duplicate key `{key}`"))
+                .at(position)
+                .field(path);
+            if let Some(first) = first {
+                e = e.hint(format!(
+                    "`{key}` is already set on line {}; a key may appear once in a mapping",
+                    first.line
+                ));
+            }
+            self.errors.push(e);
+        }
+    }
+
+    fn unknown_fields(&mut self, entries: &[(String, Option<Position>, Node)]) {
+        for (key, position, _) in entries {
+            if !ENVELOPE_FIELDS.contains(&key.as_str()) {
+                let mut e = self
+                    .err(format!("unknown field `{key}`"))
+                    .at(*position)
+                    .field(FieldPath::root().key(key.clone()));
+                e.hint = did_you_mean(key, ENVELOPE_FIELDS)
+                    .or_else(|| Some("expected apiVersion, kind, metadata and spec".into()));
+                self.errors.push(e);
+            }
+        }
+    }
+
+    /// The string at the top-level key `name`, with its position; the error when it is
+    /// missing or not a string.
+    fn required_str(&self, name: &str) -> Result<(&'a str, Option<Position>), SpecError> {
+        match self.doc.get(name) {
+            None => Err(self
+                .err(format!("missing required field `{name}`"))
+                .at(self.doc.position)
+                .field(field(name))),
+            Some(Node {
+                value: NodeValue::Str(s),
+                position,
+            }) => Ok((s.as_str(), *position)),
+            Some(other) => Err(self
+                .err(format!("`{name}` must be a string"))
+                .at(other.position)
+                .field(field(name))),
+        }
+    }
+
+    fn api_version(&mut self) {
+        match self.required_str("apiVersion") {
+            Ok((api_version, _)) if api_version == API_VERSION => {}
+            Ok((api_version, position)) => {
+                let e = self
+                    .err(format!("unsupported apiVersion `{api_version}`"))
+                    .at(position)
+                    .field(field("apiVersion"))
+                    .hint(format!("write `apiVersion: {API_VERSION}`"));
+                self.errors.push(e);
+            }
+            Err(e) => self
+                .errors
+                .push(e.hint(format!("write `apiVersion: {API_VERSION}`"))),
+        }
+    }
+
+    fn kind(&mut self) -> Option<Kind> {
+        match self.required_str("kind") {
+            Ok((text, position)) => match Kind::parse(text) {
+                Some(kind) => Some(kind),
+                None => {
+                    let names = Kind::ALL.map(Kind::as_str);
+                    let mut e = self
+                        .err(format!("unknown kind `{text}`"))
+                        .at(position)
+                        .field(field("kind"));
+                    e.hint = did_you_mean(text, names)
+                        .or_else(|| Some("expected Job, Chain, Timeout or Connection".into()));
+                    self.errors.push(e);
+                    None
+                }
+            },
+            Err(e) => {
+                self.errors
+                    .push(e.hint("one of Job, Chain, Timeout or Connection"));
+                None
+            }
+        }
+    }
+
+    fn metadata(&mut self) -> Option<Metadata> {
+        let doc = self.doc;
+        match doc.get("metadata") {
+            None => {
+                let e = self
+                    .err("missing required field `metadata`".into())
+                    .at(doc.position)
+                    .field(field("metadata"))
+                    .hint("add `metadata: {name: my-object}`");
+                self.errors.push(e);
+                None
+            }
+            Some(node) => match typed::<Metadata>(doc, node, field("metadata"), self.shown) {
+                Ok(metadata) => {
+                    if let Some((message, hint)) = check_name(&metadata.name) {
+                        let path = FieldPath::parse("metadata.name");
+                        let e = self
+                            .err(message)
+                            .at(doc.locate(&path))
+                            .field(path)
+                            .hint(hint);
+                        self.errors.push(e);
+                    }
+                    Some(metadata)
+                }
+                Err(e) => {
+                    self.errors.push(e);
+                    None
+                }
+            },
+        }
+    }
+
+    /// The `spec`, typed by `kind` (not read when the kind is unknown).
+    fn spec(&mut self, kind: Option<Kind>) -> Option<ObjectSpec> {
+        let (doc, shown) = (self.doc, self.shown);
+        match (doc.get("spec"), kind) {
+            (None, _) => {
+                let e = self
+                    .err("missing required field `spec`".into())
+                    .at(doc.position)
+                    .field(field("spec"));
+                self.errors.push(e);
+                None
+            }
+            (Some(_), None) => None,
+            (Some(node), Some(kind)) => {
+                let path = field("spec");
+                let parsed = match kind {
+                    Kind::Job => typed::<JobSpec>(doc, node, path, shown).map(ObjectSpec::Job),
+                    Kind::Chain => {
+                        typed::<ChainSpec>(doc, node, path, shown).map(ObjectSpec::Chain)
+                    }
+                    Kind::Timeout => {
+                        typed::<TimeoutSpec>(doc, node, path, shown).map(ObjectSpec::Timeout)
+                    }
+                    Kind::Connection => {
+                        typed::<ConnectionSpec>(doc, node, path, shown).map(ObjectSpec::Connection)
+                    }
+                };
+                parsed.map_err(|e| self.errors.push(e)).ok()
+            }
+        }
+    }
+
+    /// The errors, each problem once.
+    fn errors_once(mut self) -> Vec<SpecError> {
+        // `specs:` is reported as an unknown field with "did you mean `spec`?"; "missing required
+        // field `spec`" on top of it would report one typo twice.
+        let suggested: Vec<String> = self
+            .errors
+            .iter()
+            .filter_map(|e| quoted_after(e.hint.as_deref()?, "did you mean `"))
+            .collect();
+        self.errors.retain(|e| {
+            quoted_after(&e.message, "missing required field `")
+                .is_none_or(|missing| !suggested.contains(&missing))
+        });
+        self.errors
     }
 }
 

@@ -18,94 +18,110 @@ pub fn scan_sql(sql: &str) -> SqlShape {
     let mut shape = SqlShape::default();
     let mut current_has_content = false;
     while i < b.len() {
-        let c = b[i];
-        match c {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                // Block comments nest in PostgreSQL.
-                let mut depth = 0;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                continue;
-            }
-            b'\'' | b'"' => {
+        i = match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => line_comment_end(b, i),
+            b'/' if b.get(i + 1) == Some(&b'*') => block_comment_end(b, i),
+            quote @ (b'\'' | b'"') => {
                 current_has_content = true;
-                i += 1;
-                while i < b.len() {
-                    if b[i] == c {
-                        if b.get(i + 1) == Some(&c) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-                continue;
+                quoted_end(b, i, quote)
             }
             b'$' => {
                 current_has_content = true;
-                // $n placeholder, or a dollar-quote tag $tag$ ... $tag$.
-                let start = i + 1;
-                let mut j = start;
-                while j < b.len() && b[j].is_ascii_digit() {
-                    j += 1;
-                }
-                if j > start && !is_ident_char(b.get(j).copied()) {
-                    if let Ok(n) = sql[start..j].parse::<u32>() {
-                        shape.max_param = shape.max_param.max(n);
-                    }
-                    i = j;
-                    continue;
-                }
-                let mut k = start;
-                while k < b.len() && (b[k].is_ascii_alphanumeric() || b[k] == b'_') {
-                    k += 1;
-                }
-                if k < b.len() && b[k] == b'$' && (k == start || !b[start].is_ascii_digit()) {
-                    let tag = &sql[i..=k];
-                    match sql[k + 1..].find(tag) {
-                        Some(end) => i = k + 1 + end + tag.len(),
-                        None => i = b.len(),
-                    }
-                    continue;
-                }
-                i += 1;
-                continue;
+                dollar_end(sql, i, &mut shape.max_param)
             }
             b';' => {
                 if current_has_content {
                     shape.statements += 1;
                 }
                 current_has_content = false;
+                i + 1
             }
-            c if c.is_ascii_whitespace() => {}
-            _ => current_has_content = true,
-        }
-        i += 1;
+            c if c.is_ascii_whitespace() => i + 1,
+            _ => {
+                current_has_content = true;
+                i + 1
+            }
+        };
     }
     if current_has_content {
         shape.statements += 1;
     }
     shape
+}
+
+/// Where a `--` comment starting at `i` ends: at its newline (or the end of the text).
+fn line_comment_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i] != b'\n' {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the `*/` that closes the `/*` at `i`.
+fn block_comment_end(b: &[u8], mut i: usize) -> usize {
+    // Block comments nest in PostgreSQL.
+    let mut depth = 0;
+    while i < b.len() {
+        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                break;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
+/// Just past the `quote` that closes the string or identifier opened at `i`; a doubled quote
+/// is part of the text.
+fn quoted_end(b: &[u8], mut i: usize, quote: u8) -> usize {
+    i += 1;
+    while i < b.len() {
+        if b[i] == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            break;
+        }
+        i += 1;
+    }
+    i + 1
+}
+
+/// Just past what the `$` at `i` starts: a `$n` placeholder (which raises `max_param`), a
+/// dollar-quoted body `$tag$ ... $tag$`, or neither (then only the `$`).
+fn dollar_end(sql: &str, i: usize, max_param: &mut u32) -> usize {
+    let b = sql.as_bytes();
+    let start = i + 1;
+    let mut j = start;
+    while j < b.len() && b[j].is_ascii_digit() {
+        j += 1;
+    }
+    if j > start && !is_ident_char(b.get(j).copied()) {
+        if let Ok(n) = sql[start..j].parse::<u32>() {
+            *max_param = (*max_param).max(n);
+        }
+        return j;
+    }
+    let mut k = start;
+    while k < b.len() && (b[k].is_ascii_alphanumeric() || b[k] == b'_') {
+        k += 1;
+    }
+    if k < b.len() && b[k] == b'$' && (k == start || !b[start].is_ascii_digit()) {
+        let tag = &sql[i..=k];
+        return match sql[k + 1..].find(tag) {
+            Some(end) => k + 1 + end + tag.len(),
+            None => b.len(),
+        };
+    }
+    i + 1
 }
 
 fn is_ident_char(c: Option<u8>) -> bool {

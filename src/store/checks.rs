@@ -172,52 +172,70 @@ pub async fn check_objects(
     let mut targets = Vec::new();
     for object in objects {
         match &object.spec {
-            ObjectSpec::Job(job) => {
-                if let Some(sql) = &job.sql {
-                    if let Some(db) = &job.database {
-                        report.unchecked.push(format!(
-                            "{} spec.sql: runs on connection `{db}`; only SQL on the scheduler's database is checked",
-                            object.key()
-                        ));
-                    } else {
-                        targets.push(SqlTarget {
-                            object,
-                            path: "spec.sql".into(),
-                            sql,
-                        });
-                    }
-                }
-            }
-            ObjectSpec::Chain(chain) => {
-                for step in chain_sql(chain) {
-                    match step.check {
-                        ChainCheck::Prepare => targets.push(SqlTarget {
-                            object,
-                            path: step.path,
-                            sql: step.sql,
-                        }),
-                        ChainCheck::OtherDatabase(db) => report.unchecked.push(format!(
-                            "{} {}: runs on connection `{db}`; only SQL on the scheduler's database is checked",
-                            object.key(),
-                            step.path
-                        )),
-                        ChainCheck::After(earlier) => report.unchecked.push(format!(
-                            "{} {}: may depend on what step `{earlier}` creates; not checked on its own",
-                            object.key(),
-                            step.path
-                        )),
-                    }
-                }
-            }
             ObjectSpec::Timeout(timeout) => {
                 check_timeout(client, object, timeout, dir, &mut report).await?
             }
-            ObjectSpec::Connection(_) => {}
+            _ => targets.extend(sql_targets(object, &mut report)),
         }
     }
+    let preparable = preparable(&targets, &mut report);
+    prepare_all(client, &preparable, dir, &mut report).await?;
+    report.unchecked.sort();
+    report.notes.sort();
+    Ok(report)
+}
 
+/// The SQL of a job or chain that runs on the scheduler's database, to be prepared; the SQL
+/// that cannot be checked on it goes to `report.unchecked`, with why.
+fn sql_targets<'o>(object: &'o Object, report: &mut CheckReport) -> Vec<SqlTarget<'o>> {
+    let mut targets = Vec::new();
+    match &object.spec {
+        ObjectSpec::Job(job) => match (&job.sql, &job.database) {
+            (Some(_), Some(db)) => report.unchecked.push(format!(
+                "{} spec.sql: runs on connection `{db}`; only SQL on the scheduler's database is checked",
+                object.key()
+            )),
+            (Some(sql), None) => targets.push(SqlTarget {
+                object,
+                path: "spec.sql".into(),
+                sql,
+            }),
+            (None, _) => {}
+        },
+        ObjectSpec::Chain(chain) => {
+            for step in chain_sql(chain) {
+                match step.check {
+                    ChainCheck::Prepare => targets.push(SqlTarget {
+                        object,
+                        path: step.path,
+                        sql: step.sql,
+                    }),
+                    ChainCheck::OtherDatabase(db) => report.unchecked.push(format!(
+                        "{} {}: runs on connection `{db}`; only SQL on the scheduler's database is checked",
+                        object.key(),
+                        step.path
+                    )),
+                    ChainCheck::After(earlier) => report.unchecked.push(format!(
+                        "{} {}: may depend on what step `{earlier}` creates; not checked on its own",
+                        object.key(),
+                        step.path
+                    )),
+                }
+            }
+        }
+        ObjectSpec::Timeout(_) | ObjectSpec::Connection(_) => {}
+    }
+    targets
+}
+
+/// The targets PREPARE can check: one statement of a preparable kind. The others go to
+/// `report.unchecked`, with why.
+fn preparable<'t, 'o>(
+    targets: &'t [SqlTarget<'o>],
+    report: &mut CheckReport,
+) -> Vec<&'t SqlTarget<'o>> {
     let mut prepared = Vec::new();
-    for target in &targets {
+    for target in targets {
         let shape = scan_sql(target.sql);
         let keyword = first_keyword(target.sql);
         if shape.statements != 1 {
@@ -237,10 +255,20 @@ pub async fn check_objects(
             prepared.push(target);
         }
     }
+    prepared
+}
+
+/// Prepares every target; the ones that do not compile become located errors.
+async fn prepare_all(
+    client: &Client,
+    targets: &[&SqlTarget<'_>],
+    dir: &Path,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
     // Prepares are pipelined on the one connection: thousands cost one round trip's wait each
     // at most, not in sequence. Each is its own protocol exchange, so one failure does not
     // affect the others, and preparing changes nothing in the database.
-    let results = join_all(prepared.iter().map(|t| {
+    let results = join_all(targets.iter().map(|t| {
         let types: &[Type] = if scan_sql(t.sql).max_param == 1 {
             &[Type::JSONB]
         } else {
@@ -249,7 +277,7 @@ pub async fn check_objects(
         client.prepare_typed(t.sql, types)
     }))
     .await;
-    for (target, result) in prepared.iter().zip(results) {
+    for (target, result) in targets.iter().zip(results) {
         if let Err(e) = result {
             if e.as_db_error().is_none() {
                 return Err(e).context("checking SQL against the database");
@@ -265,11 +293,11 @@ pub async fn check_objects(
             );
         }
     }
-    report.unchecked.sort();
-    report.notes.sort();
-    Ok(report)
+    Ok(())
 }
 
+/// Checks a Timeout against the live schema: its table and columns exist and have the right
+/// types, its condition compiles, and notes on the index and the wake-up trigger it needs.
 async fn check_timeout(
     client: &Client,
     object: &Object,
@@ -277,43 +305,22 @@ async fn check_timeout(
     dir: &Path,
     report: &mut CheckReport,
 ) -> Result<(), StoreError> {
-    let shown = shown_path(dir, &object.source.file);
-    let error = |path: &str, message: String| {
-        SpecError::new(&shown, message)
-            .at(object.locate(path))
-            .field(crate::spec::yaml::FieldPath::parse(path))
-    };
     let (schema, table) = split_table(&spec.table);
-    let row = client
-        .query_opt(
-            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&schema, &table],
-        )
-        .await
-        .context("looking up a Timeout's table")?;
-    let Some(row) = row else {
-        let tables: Vec<String> = client
-            .query(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
-                &[&schema],
-            )
-            .await
-            .context("listing tables")?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let mut e = error(
-            "spec.table",
-            format!("table {schema}.{table} does not exist"),
-        );
-        e.hint = did_you_mean(&table, tables.iter().map(String::as_str))
-            .or_else(|| Some("create the table first, or fix the name (schema.table; the schema defaults to public)".into()));
-        report.errors.push(e);
+    let check = TimeoutCheck {
+        object,
+        spec,
+        shown: shown_path(dir, &object.source.file),
+        quoted: format!(
+            "{}.{}",
+            super::quote_ident(&schema),
+            super::quote_ident(&table)
+        ),
+        schema,
+        table,
+    };
+    let Some(oid) = check.table_oid(client, report).await? else {
         return Ok(());
     };
-    let oid: u32 = row.get(0);
     let columns: Vec<(String, String)> = client
         .query(
             "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
@@ -325,84 +332,175 @@ async fn check_timeout(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let names = || columns.iter().map(|c| c.0.as_str());
-    let missing = |path: &str, column: &str, report: &mut CheckReport| {
-        let mut e = error(
-            path,
-            format!("column `{column}` does not exist in {schema}.{table}"),
-        );
-        e.hint = did_you_mean(column, names());
-        report.errors.push(e);
-    };
-    match columns.iter().find(|c| c.0 == spec.column) {
-        None => missing("spec.column", &spec.column, report),
-        Some((_, ty)) if !ty.starts_with("timestamp") => report.errors.push(error(
-            "spec.column",
-            format!(
-                "column `{}` is {ty}; a Timeout needs a timestamptz or timestamp column",
-                spec.column
-            ),
-        )),
-        Some(_) => {}
+    check.columns(&columns, report);
+    check.condition(client, report).await?;
+    if columns.iter().any(|c| c.0 == spec.column) {
+        check.index(client, oid, report).await?;
     }
-    for column in spec.set.iter().flat_map(|s| s.keys()) {
-        if !columns.iter().any(|c| &c.0 == column) {
-            missing(&format!("spec.set.{column}"), column, report);
+    check.trigger(client, oid, report).await
+}
+
+/// One Timeout being checked, and where its errors point.
+struct TimeoutCheck<'a> {
+    object: &'a Object,
+    spec: &'a TimeoutSpec,
+    /// The spec file, as errors show it.
+    shown: std::path::PathBuf,
+    schema: String,
+    table: String,
+    /// `schema.table`, quoted for SQL.
+    quoted: String,
+}
+
+impl TimeoutCheck<'_> {
+    fn error(&self, path: &str, message: String) -> SpecError {
+        SpecError::new(&self.shown, message)
+            .at(self.object.locate(path))
+            .field(crate::spec::yaml::FieldPath::parse(path))
+    }
+
+    /// The table's oid; None (and an error with a did-you-mean) when it does not exist.
+    async fn table_oid(
+        &self,
+        client: &Client,
+        report: &mut CheckReport,
+    ) -> Result<Option<u32>, StoreError> {
+        let (schema, table) = (&self.schema, &self.table);
+        let row = client
+            .query_opt(
+                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                &[schema, table],
+            )
+            .await
+            .context("looking up a Timeout's table")?;
+        if let Some(row) = row {
+            return Ok(Some(row.get(0)));
+        }
+        let tables: Vec<String> = client
+            .query(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+                &[schema],
+            )
+            .await
+            .context("listing tables")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut e = self.error(
+            "spec.table",
+            format!("table {schema}.{table} does not exist"),
+        );
+        e.hint = did_you_mean(table, tables.iter().map(String::as_str))
+            .or_else(|| Some("create the table first, or fix the name (schema.table; the schema defaults to public)".into()));
+        report.errors.push(e);
+        Ok(None)
+    }
+
+    /// The deadline column exists and is a timestamp; every `set` column exists.
+    fn columns(&self, columns: &[(String, String)], report: &mut CheckReport) {
+        let missing = |path: &str, column: &str, report: &mut CheckReport| {
+            let mut e = self.error(
+                path,
+                format!(
+                    "column `{column}` does not exist in {}.{}",
+                    self.schema, self.table
+                ),
+            );
+            e.hint = did_you_mean(column, columns.iter().map(|c| c.0.as_str()));
+            report.errors.push(e);
+        };
+        let spec = self.spec;
+        match columns.iter().find(|c| c.0 == spec.column) {
+            None => missing("spec.column", &spec.column, report),
+            Some((_, ty)) if !ty.starts_with("timestamp") => report.errors.push(self.error(
+                "spec.column",
+                format!(
+                    "column `{}` is {ty}; a Timeout needs a timestamptz or timestamp column",
+                    spec.column
+                ),
+            )),
+            Some(_) => {}
+        }
+        for column in spec.set.iter().flat_map(|s| s.keys()) {
+            if !columns.iter().any(|c| &c.0 == column) {
+                missing(&format!("spec.set.{column}"), column, report);
+            }
         }
     }
-    if let Some(condition) = &spec.where_ {
-        let probe = format!(
-            "SELECT 1 FROM {}.{} WHERE ({condition}) LIMIT 0",
-            super::quote_ident(&schema),
-            super::quote_ident(&table)
-        );
+
+    /// The `where` condition compiles against the table.
+    async fn condition(&self, client: &Client, report: &mut CheckReport) -> Result<(), StoreError> {
+        let Some(condition) = &self.spec.where_ else {
+            return Ok(());
+        };
+        let probe = format!("SELECT 1 FROM {} WHERE ({condition}) LIMIT 0", self.quoted);
         if let Err(e) = client.prepare(&probe).await {
             if e.as_db_error().is_none() {
                 return Err(e).context("checking a Timeout's condition");
             }
-            report.errors.push(error(
+            report.errors.push(self.error(
                 "spec.where",
                 format!("the condition does not compile: {}", describe_pg_error(&e)),
             ));
         }
+        Ok(())
     }
-    let quoted = format!(
-        "{}.{}",
-        super::quote_ident(&schema),
-        super::quote_ident(&table)
-    );
-    if columns.iter().any(|c| c.0 == spec.column)
-        && !super::timeouts::has_deadline_index(client, oid, &spec.column).await?
-    {
+
+    /// A note, with the statement to run, when no index lets the loop find due rows.
+    async fn index(
+        &self,
+        client: &Client,
+        oid: u32,
+        report: &mut CheckReport,
+    ) -> Result<(), StoreError> {
+        let spec = self.spec;
+        if super::timeouts::has_deadline_index(client, oid, &spec.column).await? {
+            return Ok(());
+        }
         let predicate = spec
             .where_
             .as_deref()
             .map(|w| format!(" WHERE ({w})"))
             .unwrap_or_default();
         report.notes.push(format!(
-            "{}: no index on {schema}.{table} starts with `{}`, so finding due rows reads the whole \
-             table on every wake; suggested: CREATE INDEX CONCURRENTLY ON {quoted} ({}){predicate};",
-            object.key(),
+            "{}: no index on {}.{} starts with `{}`, so finding due rows reads the whole \
+             table on every wake; suggested: CREATE INDEX CONCURRENTLY ON {} ({}){predicate};",
+            self.object.key(),
+            self.schema,
+            self.table,
             spec.column,
+            self.quoted,
             super::quote_ident(&spec.column),
         ));
+        Ok(())
     }
-    let trigger = super::timeouts::trigger_name(object.name());
-    match super::timeouts::trigger_state(client, oid, object.name()).await? {
-        (true, _) => {}
-        (false, true) => report.notes.push(format!(
-            "{}: apply installs trigger {trigger} on {schema}.{table} (AFTER INSERT OR UPDATE, \
-             FOR EACH STATEMENT; it sends NOTIFY pgsched_timeouts so new rows' deadlines are \
-             known at once); deleting the Timeout removes it",
-            object.key()
-        )),
-        (false, false) => report.notes.push(format!(
-            "{}: this role may not create triggers on {schema}.{table}, so rows are noticed only \
-             on the poll (up to 5 s late); GRANT TRIGGER ON {quoted} to let apply install {trigger}",
-            object.key()
-        )),
+
+    /// A note on the wake-up trigger: apply installs it, or this role may not.
+    async fn trigger(
+        &self,
+        client: &Client,
+        oid: u32,
+        report: &mut CheckReport,
+    ) -> Result<(), StoreError> {
+        let (key, schema, table) = (self.object.key(), &self.schema, &self.table);
+        let trigger = super::timeouts::trigger_name(self.object.name());
+        match super::timeouts::trigger_state(client, oid, self.object.name()).await? {
+            (true, _) => {}
+            (false, true) => report.notes.push(format!(
+                "{key}: apply installs trigger {trigger} on {schema}.{table} (AFTER INSERT OR UPDATE, \
+                 FOR EACH STATEMENT; it sends NOTIFY pgsched_timeouts so new rows' deadlines are \
+                 known at once); deleting the Timeout removes it"
+            )),
+            (false, false) => report.notes.push(format!(
+                "{key}: this role may not create triggers on {schema}.{table}, so rows are noticed only \
+                 on the poll (up to 5 s late); GRANT TRIGGER ON {} to let apply install {trigger}",
+                self.quoted
+            )),
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

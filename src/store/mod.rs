@@ -48,7 +48,7 @@ pub enum StoreError {
     Unavailable(String),
     /// The database URL (or its TLS files) cannot be used; holds the reason, never the URL.
     #[error("the database URL: {0}")]
-    Config(String),
+    Config(#[source] std::sync::Arc<tls::TargetError>),
 }
 
 impl StoreError {
@@ -103,7 +103,7 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
 /// as libpq does, when the URL has no password, the one from `PGPASSWORD`, else from the
 /// password file (`PGPASSFILE`, default `~/.pgpass`), so deployments keep the secret out of
 /// the URL. Named Connections never use these: theirs come from their specs.
-pub fn scheduler_target(url: &str) -> Result<(tokio_postgres::Config, tls::Tls), String> {
+pub fn scheduler_target(url: &str) -> Result<(tokio_postgres::Config, tls::Tls), tls::TargetError> {
     use std::os::unix::ffi::OsStrExt;
     let (mut config, tls) = tls::target(url)?;
     if config.get_password().is_none() {
@@ -166,7 +166,7 @@ pub fn keep_alive(config: &mut tokio_postgres::Config) {
 /// Opens a connection to the scheduler's database ([`scheduler_target`]) and drives it on a
 /// background task.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
-    let (config, tls) = scheduler_target(url).map_err(StoreError::Config)?;
+    let (config, tls) = scheduler_target(url).map_err(|e| StoreError::Config(e.into()))?;
     let (client, connection) = config
         .connect(tls)
         .await

@@ -1,4 +1,6 @@
-//! Reading the managed objects and applying a plan to them.
+//! Reading the managed objects and applying a plan to them. Each kind's table is described
+//! once ([`ObjectTable`]): what every object table has in common is written once, and a
+//! table's own columns and side effects are data, not branches on its name.
 
 use super::{Context, StoreError, LOCK_CLASS, LOCK_RECONCILE};
 use crate::plan::{Action, ActualObject, Change, Plan};
@@ -111,146 +113,199 @@ pub async fn lock_reconcile(tx: &impl GenericClient) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn table_of(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Job | Kind::Chain => "pgsched.jobs",
-        Kind::Timeout => "pgsched.timeouts",
-        Kind::Connection => "pgsched.connections",
-    }
+/// One table of objects: the columns every kind has (name, spec, labels, source_file,
+/// spec_hash, generation, managed), and what this table adds. Jobs and chains share one.
+struct ObjectTable {
+    name: &'static str,
+    /// The table has a `kind` column (Job or Chain).
+    kind_column: bool,
+    /// Assignments an upsert that changes a row makes before the common ones.
+    on_update: &'static str,
+    /// Run with the names about to be deleted (`$1`) before they are, and what it does.
+    before_delete: Option<(&'static str, &'static str)>,
 }
 
-/// Applies the plan's changes inside the caller's transaction: deletes first (so a name can
-/// move from a job to a chain), then creates and updates in bulk, one statement per table.
-pub async fn apply_changes(tx: &impl GenericClient, plan: &Plan) -> Result<(), StoreError> {
-    let deletes: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Delete)
-        .collect();
-    for table in ["pgsched.jobs", "pgsched.timeouts", "pgsched.connections"] {
-        let names: Vec<&str> = deletes
-            .iter()
-            .filter(|c| table_of(c.kind) == table)
-            .map(|c| c.name.as_str())
-            .collect();
-        if names.is_empty() {
-            continue;
-        }
-        if table == "pgsched.jobs" {
-            // Runs that have not started will not start; running ones finish; history stays.
-            tx.execute(
-                "UPDATE pgsched.runs SET status = 'cancelled', finished_at = now(),
-                        error = 'the job was removed from the spec directory'
-                  WHERE job = ANY($1) AND status = 'pending'",
-                &[&names],
-            )
-            .await
-            .context("cancelling pending runs of removed jobs")?;
-        }
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE name = ANY($1) AND managed"),
-            &[&names],
-        )
-        .await
-        .context(format!("deleting from {table}"))?;
-    }
-
-    let upserts: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::Delete)
-        .collect();
-    for table in ["pgsched.connections", "pgsched.jobs", "pgsched.timeouts"] {
-        let records: Vec<Value> = upserts
-            .iter()
-            .filter(|c| table_of(c.kind) == table)
-            .filter_map(|c| {
-                let d = c.desired.as_ref()?;
-                Some(json!({
-                    "name": d.name,
-                    "kind": d.kind.as_str(),
-                    "spec": d.spec,
-                    "labels": d.labels,
-                    "source_file": d.source_file,
-                    "spec_hash": d.spec_hash,
-                    "generation": c.generation,
-                }))
-            })
-            .collect();
-        if records.is_empty() {
-            continue;
-        }
-        let kind_column = if table == "pgsched.jobs" {
-            "kind, "
-        } else {
-            ""
-        };
-        let kind_value = if table == "pgsched.jobs" {
-            "r.kind, "
-        } else {
-            ""
-        };
-        // A changed schedule, zone or runAt restarts the job's ticking from now: the executor
-        // computes its next tick afresh instead of catching up on the old schedule's ticks.
-        let kind_update = if table == "pgsched.jobs" {
-            "kind = excluded.kind,
+const JOBS: ObjectTable = ObjectTable {
+    name: "pgsched.jobs",
+    kind_column: true,
+    // A changed schedule, zone or runAt restarts the job's ticking from now: the executor
+    // computes its next tick afresh instead of catching up on the old schedule's ticks.
+    on_update: "kind = excluded.kind,
              tick_state = CASE WHEN (pgsched.jobs.spec->'schedule', pgsched.jobs.spec->'timeZone', pgsched.jobs.spec->'runAt')
                                     IS DISTINCT FROM (excluded.spec->'schedule', excluded.spec->'timeZone', excluded.spec->'runAt')
                                THEN 'new' ELSE pgsched.jobs.tick_state END,
              next_run_at = CASE WHEN (pgsched.jobs.spec->'schedule', pgsched.jobs.spec->'timeZone', pgsched.jobs.spec->'runAt')
                                     IS DISTINCT FROM (excluded.spec->'schedule', excluded.spec->'timeZone', excluded.spec->'runAt')
-                                THEN NULL ELSE pgsched.jobs.next_run_at END, "
+                                THEN NULL ELSE pgsched.jobs.next_run_at END, ",
+    // Runs that have not started will not start; running ones finish; history stays.
+    before_delete: Some((
+        "UPDATE pgsched.runs SET status = 'cancelled', finished_at = now(),
+                error = 'the job was removed from the spec directory'
+          WHERE job = ANY($1) AND status = 'pending'",
+        "cancelling pending runs of removed jobs",
+    )),
+};
+
+const TIMEOUTS: ObjectTable = ObjectTable {
+    name: "pgsched.timeouts",
+    kind_column: false,
+    on_update: "",
+    before_delete: None,
+};
+
+const CONNECTIONS: ObjectTable = ObjectTable {
+    name: "pgsched.connections",
+    kind_column: false,
+    on_update: "",
+    before_delete: None,
+};
+
+fn table_of(kind: Kind) -> &'static ObjectTable {
+    match kind {
+        Kind::Job | Kind::Chain => &JOBS,
+        Kind::Timeout => &TIMEOUTS,
+        Kind::Connection => &CONNECTIONS,
+    }
+}
+
+impl ObjectTable {
+    /// The changes of `plan` to objects stored in this table.
+    fn changes<'p>(
+        &'static self,
+        plan: &'p Plan,
+        delete: bool,
+    ) -> impl Iterator<Item = &'p Change> {
+        plan.changes.iter().filter(move |c| {
+            (c.action == Action::Delete) == delete && table_of(c.kind).name == self.name
+        })
+    }
+
+    /// The upsert of a batch of rows (`$1`, a JSON array of records), changing only managed
+    /// rows: a hand-made row of the same name stays as it is (plan reports it as a conflict).
+    fn upsert_sql(&self) -> String {
+        let table = self.name;
+        let (kind_column, kind_value) = if self.kind_column {
+            ("kind, ", "r.kind, ")
         } else {
-            ""
+            ("", "")
         };
-        let sql = format!(
+        let on_update = self.on_update;
+        format!(
             "INSERT INTO {table} (name, {kind_column}spec, labels, source_file, spec_hash, generation, managed)
              SELECT r.name, {kind_value}r.spec, r.labels, r.source_file, r.spec_hash, r.generation, true
                FROM jsonb_to_recordset($1::jsonb) AS r(name text, kind text, spec jsonb, labels jsonb,
                                                       source_file text, spec_hash text, generation bigint)
-             ON CONFLICT (name) DO UPDATE SET {kind_update}spec = excluded.spec, labels = excluded.labels,
+             ON CONFLICT (name) DO UPDATE SET {on_update}spec = excluded.spec, labels = excluded.labels,
                     source_file = excluded.source_file, spec_hash = excluded.spec_hash,
                     generation = excluded.generation, updated_at = now()
               WHERE {table}.managed"
-        );
-        tx.execute(&sql, &[&Value::Array(records)])
-            .await
-            .context(format!("writing {table}"))?;
+        )
     }
+}
 
-    // Chain steps follow their chain's spec: rewritten whole for every created or changed chain.
-    let chains: Vec<&Change> = upserts
-        .iter()
-        .copied()
-        .filter(|c| c.kind == Kind::Chain)
-        .collect();
-    if !chains.is_empty() {
-        let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
-        tx.execute(
-            "DELETE FROM pgsched.chain_steps WHERE chain = ANY($1)",
-            &[&names],
-        )
-        .await
-        .context("clearing chain steps")?;
-        let mut steps = Vec::new();
-        for c in &chains {
-            let Some(d) = &c.desired else { continue };
-            for (i, step) in d.spec["steps"].as_array().into_iter().flatten().enumerate() {
-                let name = step["name"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("step-{}", i + 1));
-                steps.push(json!({"chain": d.name, "position": i + 1, "name": name, "spec": step}));
-            }
-        }
-        tx.execute(
-            "INSERT INTO pgsched.chain_steps (chain, position, name, spec)
-             SELECT r.chain, r.position, r.name, r.spec
-               FROM jsonb_to_recordset($1::jsonb) AS r(chain text, position int, name text, spec jsonb)",
-            &[&Value::Array(steps)],
-        )
-        .await
-        .context("writing chain steps")?;
+/// Applies the plan's changes inside the caller's transaction: deletes first (so a name can
+/// move from a job to a chain), then creates and updates in bulk, one statement per table,
+/// then the chains' steps and the Timeouts' triggers.
+pub async fn apply_changes(tx: &impl GenericClient, plan: &Plan) -> Result<(), StoreError> {
+    for table in [&JOBS, &TIMEOUTS, &CONNECTIONS] {
+        delete_removed(tx, table, plan).await?;
     }
+    // No foreign keys between these tables: any order works; this one is the plan's reading order.
+    for table in [&CONNECTIONS, &JOBS, &TIMEOUTS] {
+        upsert_changed(tx, table, plan).await?;
+    }
+    write_chain_steps(tx, plan).await?;
     super::timeouts::sync_triggers(tx, plan).await
+}
+
+async fn delete_removed(
+    tx: &impl GenericClient,
+    table: &'static ObjectTable,
+    plan: &Plan,
+) -> Result<(), StoreError> {
+    let names: Vec<&str> = table.changes(plan, true).map(|c| c.name.as_str()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    if let Some((sql, what)) = table.before_delete {
+        tx.execute(sql, &[&names]).await.context(what)?;
+    }
+    tx.execute(
+        &format!(
+            "DELETE FROM {} WHERE name = ANY($1) AND managed",
+            table.name
+        ),
+        &[&names],
+    )
+    .await
+    .context(format!("deleting from {}", table.name))?;
+    Ok(())
+}
+
+async fn upsert_changed(
+    tx: &impl GenericClient,
+    table: &'static ObjectTable,
+    plan: &Plan,
+) -> Result<(), StoreError> {
+    let records: Vec<Value> = table
+        .changes(plan, false)
+        .filter_map(|c| {
+            let d = c.desired.as_ref()?;
+            Some(json!({
+                "name": d.name,
+                "kind": d.kind.as_str(),
+                "spec": d.spec,
+                "labels": d.labels,
+                "source_file": d.source_file,
+                "spec_hash": d.spec_hash,
+                "generation": c.generation,
+            }))
+        })
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    tx.execute(&table.upsert_sql(), &[&Value::Array(records)])
+        .await
+        .context(format!("writing {}", table.name))?;
+    Ok(())
+}
+
+/// Chain steps follow their chain's spec: rewritten whole for every created or changed chain.
+async fn write_chain_steps(tx: &impl GenericClient, plan: &Plan) -> Result<(), StoreError> {
+    let chains: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Delete && c.kind == Kind::Chain)
+        .collect();
+    if chains.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
+    tx.execute(
+        "DELETE FROM pgsched.chain_steps WHERE chain = ANY($1)",
+        &[&names],
+    )
+    .await
+    .context("clearing chain steps")?;
+    let mut steps = Vec::new();
+    for c in &chains {
+        let Some(d) = &c.desired else { continue };
+        for (i, step) in d.spec["steps"].as_array().into_iter().flatten().enumerate() {
+            let name = step["name"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("step-{}", i + 1));
+            steps.push(json!({"chain": d.name, "position": i + 1, "name": name, "spec": step}));
+        }
+    }
+    tx.execute(
+        "INSERT INTO pgsched.chain_steps (chain, position, name, spec)
+         SELECT r.chain, r.position, r.name, r.spec
+           FROM jsonb_to_recordset($1::jsonb) AS r(chain text, position int, name text, spec jsonb)",
+        &[&Value::Array(steps)],
+    )
+    .await
+    .context("writing chain steps")?;
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Read-only queries behind `pgsched status`, `pgsched runs` and `pgsched trigger`.
 
+use super::states::{RunStatus, RunTrigger};
 use super::{Context, StoreError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,11 +17,11 @@ pub struct RunRecord {
     /// `Job`, `Chain` or `Timeout`: a Timeout may share its name with a job or chain.
     pub kind: String,
     /// `pending`, `running`, `succeeded`, `failed`, `skipped`, `missed`, `cancelled` or `lost`.
-    pub status: String,
+    pub status: RunStatus,
     /// 1 for the first attempt, 2 for the first retry, …
     pub attempt: i32,
     /// What made the run: `schedule`, `catchup` (after downtime), `manual` or `timeout`.
-    pub trigger: String,
+    pub trigger: RunTrigger,
     /// The schedule tick the run is for; null for manual and Timeout runs.
     pub scheduled_at: Option<DateTime<Utc>>,
     /// When the run may start (a retry's is after the back-off).

@@ -3,7 +3,7 @@
 
 use super::{Context, StoreError, LOCK_CLASS};
 use crate::spec::Runnable;
-use crate::store::states::RunStatus;
+use crate::store::states::{RunStatus, RunTrigger, TickPhase};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
@@ -28,8 +28,8 @@ pub struct DueJob {
     pub kind: String,
     /// The job's spec, as stored in `pgsched.jobs.spec`.
     pub spec: Value,
-    /// `new` or `scheduled` (the state [`advance_job`] compares against).
-    pub tick_state: String,
+    /// `New` or `Scheduled` (the state [`advance_job`] compares against).
+    pub tick_state: TickPhase,
     /// The first tick not yet turned into a run; `None` for a `new` job.
     pub next_run_at: Option<DateTime<Utc>>,
 }
@@ -67,8 +67,8 @@ pub struct TickRow {
     pub at: DateTime<Utc>,
     /// `Pending` or `Missed`.
     pub status: RunStatus,
-    /// `schedule` or `catchup`.
-    pub trigger: &'static str,
+    /// `Schedule` or `Catchup`.
+    pub trigger: RunTrigger,
     /// Why the tick did not run (for `Missed`); `None` for a pending run.
     pub error: Option<String>,
 }
@@ -80,8 +80,8 @@ pub async fn advance_job(
     c: &mut tokio_postgres::Client,
     job: &str,
     kind: &str,
-    old: (&str, Option<DateTime<Utc>>),
-    new: (&str, Option<DateTime<Utc>>),
+    old: (TickPhase, Option<DateTime<Utc>>),
+    new: (TickPhase, Option<DateTime<Utc>>),
     ticks: &[TickRow],
 ) -> Result<bool, StoreError> {
     let tx = c.transaction().await.context("starting a tick")?;
@@ -158,8 +158,8 @@ pub struct PendingRun {
     pub job: String,
     /// When the run became due.
     pub due_at: DateTime<Utc>,
-    /// `schedule`, `catchup` or `manual`.
-    pub trigger: String,
+    /// What made the run: a tick, a catch-up or a trigger.
+    pub trigger: RunTrigger,
     /// The attempt about to start, from 1.
     pub attempt: i32,
     /// The parameters the run was triggered with (the job's defaults are not merged in).

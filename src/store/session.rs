@@ -52,7 +52,8 @@ pub const TIMEOUT_WORK_SETTINGS: &str =
 
 /// A connection that comes back; see the module documentation.
 pub struct Session {
-    target: Result<(Config, Tls), String>,
+    /// The parsed URL, or why it cannot be used (kept to be reported on every connect).
+    target: Result<(Config, Tls), std::sync::Arc<crate::store::tls::TargetError>>,
     options: SessionOptions,
     client: Option<Client>,
 }
@@ -84,7 +85,7 @@ impl Session {
             (config, tls)
         });
         Session {
-            target,
+            target: target.map_err(std::sync::Arc::new),
             options,
             client: None,
         }

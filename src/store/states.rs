@@ -1,5 +1,6 @@
-//! The statuses the tables record, as types: a run's (`pgsched.runs.status`) and a chain step's
-//! (`pgsched.run_steps.status`). They convert to and from the database's text (and JSON, for
+//! The statuses the tables record, as types: a run's (`pgsched.runs.status`), a chain step's
+//! (`pgsched.run_steps.status`), what made a run (`pgsched.runs.trigger`) and where a job's
+//! ticking stands (`pgsched.jobs.tick_state`). They convert to and from the database's text (and JSON, for
 //! the batched statements that pass rows as `jsonb_to_recordset`), so that a misspelt status
 //! does not compile, and the CHECK constraints of the migrations list the same words.
 
@@ -32,7 +33,8 @@ macro_rules! text_enum {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                // pad, not write_str: tables align statuses with `{:<10}`.
+                f.pad(self.as_str())
             }
         }
 
@@ -128,6 +130,34 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// What made a run (`pgsched.runs.trigger`).
+    pub enum RunTrigger {
+        /// A tick of the job's schedule, on time.
+        Schedule = "schedule",
+        /// A tick missed while no replica ran, run late (`missedRuns: RunOnce` or `RunAll`).
+        Catchup = "catchup",
+        /// `pgsched trigger` or `pgsched.trigger(...)`.
+        Manual = "manual",
+        /// A Timeout's expiry batch.
+        Timeout = "timeout",
+    }
+}
+
+text_enum! {
+    /// Where a job's ticking stands (`pgsched.jobs.tick_state`, with `next_run_at`).
+    pub enum TickPhase {
+        /// Just created or rescheduled: the next tick is computed afresh from now.
+        New = "new",
+        /// The next tick is `next_run_at`.
+        Scheduled = "scheduled",
+        /// `@after`: the next tick is computed when the current run finishes.
+        AfterFinish = "after-finish",
+        /// No tick will come again: `runAt` done, or a schedule that never fires again.
+        Done = "done",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +171,12 @@ mod tests {
         for s in StepStatus::ALL {
             assert_eq!(s.as_str().parse::<StepStatus>(), Ok(*s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in RunTrigger::ALL {
+            assert_eq!(s.as_str().parse::<RunTrigger>(), Ok(*s));
+        }
+        for s in TickPhase::ALL {
+            assert_eq!(s.as_str().parse::<TickPhase>(), Ok(*s));
         }
         assert_eq!(
             "done".parse::<RunStatus>(),
@@ -161,8 +197,11 @@ mod tests {
                 .map(|w| w.trim().trim_matches('\'').to_string())
                 .collect()
         };
+        let executor = include_str!("migrations/0003_executor.sql");
         let runs = listed(init, "CHECK (status IN (");
         let steps = listed(chains, "CHECK (status IN (");
+        let triggers = listed(init, "CHECK (trigger IN (");
+        let phases = listed(executor, "CHECK (tick_state IN (");
         let words = |all: &[&str]| all.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             runs,
@@ -177,6 +216,24 @@ mod tests {
             steps,
             words(
                 &StepStatus::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+            )
+        );
+        assert_eq!(
+            triggers,
+            words(
+                &RunTrigger::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+            )
+        );
+        assert_eq!(
+            phases,
+            words(
+                &TickPhase::ALL
                     .iter()
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()

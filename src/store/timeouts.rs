@@ -15,7 +15,7 @@ use crate::plan::Plan;
 use crate::spec::Kind;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_postgres::{GenericClient, Row};
 
 /// The NOTIFY channel of the deadline loop. The payload is a Timeout's name (rows changed in
@@ -389,7 +389,52 @@ pub async fn record_error(
 /// exist, or on which this role may not create triggers, gets none: its Timeout still runs, on
 /// the poll (plan says so).
 pub async fn sync_triggers(tx: &impl GenericClient, plan: &Plan) -> Result<(), StoreError> {
-    let existing: BTreeSet<(String, String, String)> = tx
+    let existing = installed_triggers(tx).await?;
+    let wanted = wanted_triggers(tx).await?;
+    let mut ddl = Vec::new();
+    for (schema, table, trigger) in existing.iter().filter(|k| !wanted.contains_key(*k)) {
+        ddl.push((
+            tx.query_one(
+                "SELECT format('DROP TRIGGER IF EXISTS %I ON %I.%I', $1::text, $2::text, $3::text)",
+                &[trigger, schema, table],
+            )
+            .await
+            .context("building DROP TRIGGER")?
+            .get::<_, String>(0),
+            format!("removing trigger {trigger} from {schema}.{table}"),
+        ));
+    }
+    for (key, timeout) in wanted.iter().filter(|(k, _)| !existing.contains(*k)) {
+        let (schema, table, trigger) = key;
+        ddl.push((
+            tx.query_one(
+                "SELECT format('CREATE TRIGGER %I AFTER INSERT OR UPDATE ON %I.%I
+                                FOR EACH STATEMENT EXECUTE FUNCTION pgsched.timeout_notify(%L)',
+                               $1::text, $2::text, $3::text, $4::text)",
+                &[trigger, schema, table, timeout],
+            )
+            .await
+            .context("building CREATE TRIGGER")?
+            .get::<_, String>(0),
+            format!("installing trigger {trigger} on {schema}.{table}"),
+        ));
+    }
+    run_trigger_ddl(tx, &ddl).await?;
+    let timeouts_changed = plan.changes.iter().any(|c| c.kind == Kind::Timeout);
+    if timeouts_changed || !ddl.is_empty() {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &RELOAD])
+            .await
+            .context("waking the Timeout loops")?;
+    }
+    Ok(())
+}
+
+/// A trigger: (schema, table, trigger name).
+type TriggerKey = (String, String, String);
+
+/// The wake-up triggers on tables now (those that execute [`TRIGGER_FUNCTION`]).
+async fn installed_triggers(tx: &impl GenericClient) -> Result<BTreeSet<TriggerKey>, StoreError> {
+    Ok(tx
         .query(
             "SELECT n.nspname::text, c.relname::text, t.tgname::text
                FROM pg_trigger t
@@ -402,7 +447,14 @@ pub async fn sync_triggers(tx: &impl GenericClient, plan: &Plan) -> Result<(), S
         .context("reading the Timeouts' triggers")?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+        .collect())
+}
+
+/// The wake-up triggers the Timeouts want, each with its Timeout's name: one per Timeout
+/// whose table exists and on which this role may create triggers.
+async fn wanted_triggers(
+    tx: &impl GenericClient,
+) -> Result<BTreeMap<TriggerKey, String>, StoreError> {
     let timeouts: Vec<(String, String)> = tx
         .query(
             "SELECT name, target_table FROM pgsched.timeouts WHERE target_table IS NOT NULL",
@@ -415,7 +467,6 @@ pub async fn sync_triggers(tx: &impl GenericClient, plan: &Plan) -> Result<(), S
         .collect();
     let (schemas, tables): (Vec<String>, Vec<String>) =
         timeouts.iter().map(|(_, table)| split_table(table)).unzip();
-    // Tables that exist and on which this role may create triggers.
     let usable: BTreeSet<(String, String)> = tx
         .query(
             "SELECT u.nsp, u.rel FROM unnest($1::text[], $2::text[]) AS u(nsp, rel)
@@ -429,69 +480,40 @@ pub async fn sync_triggers(tx: &impl GenericClient, plan: &Plan) -> Result<(), S
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let mut wanted: BTreeSet<(String, String, String)> = BTreeSet::new();
-    let mut argument: HashMap<(String, String, String), String> = HashMap::new();
-    for ((name, _), (schema, table)) in timeouts.iter().zip(schemas.iter().zip(&tables)) {
-        if usable.contains(&(schema.clone(), table.clone())) {
-            let key = (schema.clone(), table.clone(), trigger_name(name));
-            argument.insert(key.clone(), name.clone());
-            wanted.insert(key);
-        }
+    Ok(timeouts
+        .into_iter()
+        .zip(schemas.into_iter().zip(tables))
+        .filter(|(_, table)| usable.contains(table))
+        .map(|((name, _), (schema, table))| ((schema, table, trigger_name(&name)), name))
+        .collect())
+}
+
+/// Runs trigger DDL (statement, what it does) under a short lock_timeout.
+async fn run_trigger_ddl(
+    tx: &impl GenericClient,
+    ddl: &[(String, String)],
+) -> Result<(), StoreError> {
+    if ddl.is_empty() {
+        return Ok(());
     }
-    let mut ddl = Vec::new();
-    for (schema, table, trigger) in existing.difference(&wanted) {
-        ddl.push((
-            tx.query_one(
-                "SELECT format('DROP TRIGGER IF EXISTS %I ON %I.%I', $1::text, $2::text, $3::text)",
-                &[trigger, schema, table],
-            )
-            .await
-            .context("building DROP TRIGGER")?
-            .get::<_, String>(0),
-            format!("removing trigger {trigger} from {schema}.{table}"),
-        ));
+    // A trigger change locks the table against writes until the apply commits; if a long
+    // transaction holds the table, give up rather than queue every writer behind us.
+    let previous: String = tx
+        .query_one(
+            "SELECT current_setting('lock_timeout'), set_config('lock_timeout', '5s', true)",
+            &[],
+        )
+        .await
+        .context("setting lock_timeout")?
+        .get(0);
+    for (sql, what) in ddl {
+        tx.batch_execute(sql).await.context(format!(
+            "{what} (a transaction holding the table for more than 5 s makes this fail; apply again)"
+        ))?;
     }
-    for key in wanted.difference(&existing) {
-        let (schema, table, trigger) = key;
-        ddl.push((
-            tx.query_one(
-                "SELECT format('CREATE TRIGGER %I AFTER INSERT OR UPDATE ON %I.%I
-                                FOR EACH STATEMENT EXECUTE FUNCTION pgsched.timeout_notify(%L)',
-                               $1::text, $2::text, $3::text, $4::text)",
-                &[trigger, schema, table, &argument[key]],
-            )
-            .await
-            .context("building CREATE TRIGGER")?
-            .get::<_, String>(0),
-            format!("installing trigger {trigger} on {schema}.{table}"),
-        ));
-    }
-    if !ddl.is_empty() {
-        // A trigger change locks the table against writes until the apply commits; if a long
-        // transaction holds the table, give up rather than queue every writer behind us.
-        let previous: String = tx
-            .query_one(
-                "SELECT current_setting('lock_timeout'), set_config('lock_timeout', '5s', true)",
-                &[],
-            )
-            .await
-            .context("setting lock_timeout")?
-            .get(0);
-        for (sql, what) in &ddl {
-            tx.batch_execute(sql).await.context(format!(
-                "{what} (a transaction holding the table for more than 5 s makes this fail; apply again)"
-            ))?;
-        }
-        tx.execute("SELECT set_config('lock_timeout', $1, true)", &[&previous])
-            .await
-            .context("restoring lock_timeout")?;
-    }
-    let timeouts_changed = plan.changes.iter().any(|c| c.kind == Kind::Timeout);
-    if timeouts_changed || !ddl.is_empty() {
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &RELOAD])
-            .await
-            .context("waking the Timeout loops")?;
-    }
+    tx.execute("SELECT set_config('lock_timeout', $1, true)", &[&previous])
+        .await
+        .context("restoring lock_timeout")?;
     Ok(())
 }
 

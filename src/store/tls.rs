@@ -33,15 +33,16 @@ pub type Tls = MakeRustlsConnect;
 /// Why TLS could not be set up; each names the file or setting to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A certificate or key file is unreadable or not valid PEM.
-    #[error("cannot read {what} {}: {reason}", .path.display())]
+    /// A certificate or key file is unreadable, not valid PEM, or holds a certificate rustls
+    /// cannot use.
+    #[error("cannot read {what} {}: {source}", .path.display())]
     Read {
         /// The connection-string key that names the file: `sslrootcert`, `sslcert`, `sslkey`.
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// The I/O or PEM error.
-        reason: String,
+        /// The I/O, PEM or certificate error.
+        source: ReadError,
     },
     /// A file was read but holds nothing of what it should.
     #[error("{what} {} holds no {expected}", .path.display())]
@@ -67,8 +68,36 @@ pub enum TlsError {
     #[error("the system trust store has no certificates: {0}")]
     SystemRoots(String),
     /// rustls refused the configuration (e.g. a key that does not match `sslcert`).
+    #[error("TLS setup: {context}{source}")]
+    Rustls {
+        /// What was being set up, as a prefix of the message (`sslcert/sslkey: `), or empty.
+        context: &'static str,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+    /// rustls could not build the certificate verifier of `verify-full` from the roots.
     #[error("TLS setup: {0}")]
-    Rustls(String),
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+}
+
+/// Why a certificate or key file could not be used ([`TlsError::Read`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file is unreadable or not valid PEM.
+    #[error(transparent)]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// The certificate was read but rustls refused it.
+    #[error(transparent)]
+    Certificate(#[from] rustls::Error),
+}
+
+impl TlsError {
+    fn rustls(source: rustls::Error) -> TlsError {
+        TlsError::Rustls {
+            context: "",
+            source,
+        }
+    }
 }
 
 /// libpq's default root file, used when `sslrootcert` is not given.
@@ -90,7 +119,7 @@ fn build(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        .map_err(TlsError::rustls)?;
     // TLS is never used with disable or over Unix sockets: then no file is read, so a URL
     // whose certificates live elsewhere still connects over the socket. prefer and allow never
     // check the certificate (as in libpq), so they read no CA either.
@@ -131,11 +160,14 @@ fn build(
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
                 what: "sslkey",
                 path: key.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| TlsError::Rustls(format!("sslcert/sslkey: {e}")))?
+                .map_err(|source| TlsError::Rustls {
+                    context: "sslcert/sslkey: ",
+                    source,
+                })?
         }
         None => builder.with_no_client_auth(),
     };
@@ -149,10 +181,28 @@ fn finish(mut config: ClientConfig) -> Tls {
     MakeRustlsConnect::new(config)
 }
 
+/// Why a connection string cannot be used. Neither variant shows the URL or a password.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// It does not parse, or a key's value is not one libpq accepts.
+    #[error(transparent)]
+    Url(#[from] crate::pgurl::UrlError),
+    /// Its TLS settings or files cannot be used. Boxed: a rustls error is large, and this
+    /// travels inside the errors of every loop that connects.
+    #[error(transparent)]
+    Tls(Box<TlsError>),
+}
+
+impl From<TlsError> for TargetError {
+    fn from(e: TlsError) -> TargetError {
+        TargetError::Tls(Box::new(e))
+    }
+}
+
 /// Parses `url` and builds its connector: what every connection of pgsched starts from.
-pub fn target(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
-    let ConnString { config, tls } = crate::pgurl::parse(url).map_err(|e| e.to_string())?;
-    let tls = connector(&tls).map_err(|e| e.to_string())?;
+pub fn target(url: &str) -> Result<(tokio_postgres::Config, Tls), TargetError> {
+    let ConnString { config, tls } = crate::pgurl::parse(url)?;
+    let tls = connector(&tls)?;
     Ok((config, tls))
 }
 
@@ -162,14 +212,14 @@ fn webpki(
 ) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|e| TlsError::Rustls(e.to_string()))
+        .map_err(TlsError::from)
 }
 
 fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read_error = |e: rustls::pki_types::pem::Error| TlsError::Read {
         what,
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source: e.into(),
     };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(read_error)?
@@ -191,7 +241,7 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
         roots.add(cert).map_err(|e| TlsError::Read {
             what: "sslrootcert",
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
     }
     Ok(roots)

@@ -1,259 +1,29 @@
-//! The Timeout kind's deadline loop: rows of an application table change state (or go) when a
-//! time limit passes, on time, and never while someone else holds them.
-//!
-//! For each Timeout that is not suspended the loop knows the next deadline, `min(column) +
-//! after` over the rows matching `where`, and sleeps until the earliest across all Timeouts.
-//! It learns of new rows from the statement-level trigger `apply` installs on each table
-//! (NOTIFY on `pgsched_timeouts` with the Timeout's name), of changed Timeouts from `apply`'s
-//! own NOTIFY (`*`), and, as a fallback for anything missed, from a poll (default 5 s): a lost
-//! notification delays an expiry by at most the poll interval.
-//!
-//! At a deadline it runs expiry batches: one statement each that picks due rows `FOR UPDATE
-//! SKIP LOCKED`, re-checks the condition and the deadline, applies `set` or deletes, records
-//! the run and stores the next deadline (see [`crate::store::timeouts::expire_sql`]). Rows
-//! another transaction holds are left and tried again [`TimeoutConfig::locked_retry`] later
-//! (backing off to 1 s while they stay held),
-//! while rows that fall due in between are still expired on time. Timeouts take turns one
-//! batch at a time, so a large backlog in one does not hold up the others, and a Timeout that
-//! fails (its table was dropped) records `last_error` and is retried on the next poll.
-//!
-//! Two connections: a dedicated one that only LISTENs (reconnected with back-off and
-//! resubscribed after a loss, after which everything is recomputed, since notifications may
-//! have been missed) and a work connection for the queries (also reconnected with back-off).
-//! Deadlines are computed by the server with its own now(), and the loop converts them to its
-//! own monotonic clock by offset from when it asked, so clock differences between the two
-//! machines do not matter.
+//! The deadline loop proper ([`DeadlineLoop`]): on one work connection at a time, it reads
+//! the Timeouts, computes their deadlines, sleeps until the earliest (or a notification, or
+//! the poll), and runs the expiry batches that are due, taking turns between Timeouts. It
+//! decides what a failed statement means: the connection is gone (reconnect), it will pass
+//! (retry soon), or it is the Timeout's own problem (record it, retry on the poll).
 
+use super::tracked::{earliest, local_instant, Prepared, Tracked};
+use super::{TimeoutConfig, TimeoutError, TimeoutMetrics};
 use crate::backoff::{pause, Backoff};
 use crate::store::listener::{Heard, Listener};
-use crate::store::session::{Keepalive, Session, SessionOptions, TIMEOUT_WORK_SETTINGS};
-use crate::store::timeouts::{
-    deadline_sql, expire_sql, load_timeouts, record_error, TimeoutDef, CHANNEL, RELOAD,
-};
+use crate::store::session::Session;
+use crate::store::timeouts::{deadline_sql, expire_sql, load_timeouts, record_error, RELOAD};
 use crate::store::{describe_pg_error, StoreError};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
-
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-
-/// How the deadline loop runs.
-#[derive(Debug, Clone)]
-pub struct TimeoutConfig {
-    /// The scheduler's database (tokio-postgres key=value or URL form).
-    pub database_url: String,
-    /// The fallback: every Timeout's deadline is recomputed, and the list of Timeouts read
-    /// again, this often, whatever notifications say. Default 5 s.
-    pub poll: Duration,
-    /// Recorded as `runs.worker` of each firing: which replica expired the rows.
-    pub worker: String,
-    /// How soon due rows that another transaction held locked are tried again. Default 100 ms;
-    /// while the same rows stay held, the wait doubles up to 1 s, so a transaction left open
-    /// for hours costs one statement a second, not ten.
-    pub locked_retry: Duration,
-    /// Counters the loop keeps, for /metrics and benchmarks.
-    pub metrics: Arc<TimeoutMetrics>,
-}
-
-/// What the deadline loop has done since it started. Read with `Ordering::Relaxed`.
-#[derive(Debug, Default)]
-pub struct TimeoutMetrics {
-    /// Statements sent on the work connection (connection set-up aside): the load the loop
-    /// puts on the database.
-    pub statements: AtomicU64,
-    /// Expiry statements run.
-    pub batches: AtomicU64,
-    /// Rows expired (updated or deleted).
-    pub rows_expired: AtomicU64,
-    /// Notifications received on the listen connection.
-    pub notifications: AtomicU64,
-    /// Failures recorded as a Timeout's `last_error`.
-    pub failures: AtomicU64,
-    /// Times the work or listen connection was (re)established.
-    pub connects: AtomicU64,
-}
-
-impl TimeoutMetrics {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-impl TimeoutConfig {
-    /// The defaults: a 5 s poll, locked rows retried after 100 ms, worker `host/pid`.
-    pub fn new(database_url: impl Into<String>) -> TimeoutConfig {
-        TimeoutConfig {
-            database_url: database_url.into(),
-            poll: Duration::from_secs(5),
-            worker: crate::executor::default_worker_name(),
-            locked_retry: Duration::from_millis(100),
-            metrics: Arc::default(),
-        }
-    }
-}
-
-/// Why the deadline loop stopped other than by shutdown. Connection losses and failing
-/// Timeouts are not errors of the loop: it reconnects, records them and goes on.
-#[derive(Debug, thiserror::Error)]
-pub enum TimeoutError {
-    /// The URL does not parse or its TLS files cannot be used; the reason, never the URL.
-    #[error("the database URL is not valid: {0}")]
-    BadUrl(String),
-    /// A database error retrying cannot fix, such as a schema newer than this pgsched.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Runs the deadline loop until `shutdown` is cancelled, then returns `Ok(())`. It returns an
-/// error only for what retrying cannot fix: an unparsable URL, or a schema newer than this
-/// pgsched.
-pub async fn run_timeouts(
-    config: TimeoutConfig,
-    shutdown: CancellationToken,
-) -> Result<(), TimeoutError> {
-    let (pg, tls) =
-        crate::store::scheduler_target(&config.database_url).map_err(TimeoutError::BadUrl)?;
-    let listener = Listener::spawn(
-        &pg,
-        tls.clone(),
-        &[CHANNEL],
-        "pgsched timeouts (listen)",
-        &shutdown,
-    );
-    let span = tracing::debug_span!(
-        "timeouts",
-        worker = %config.worker,
-        db = pg.get_dbname().unwrap_or_default()
-    );
-    let mut deadline_loop = DeadlineLoop {
-        config,
-        timeouts: HashMap::new(),
-        listener,
-        reload: true,
-    };
-    let work = Session::new(
-        &deadline_loop.config.database_url,
-        SessionOptions {
-            application_name: Some("pgsched timeouts".into()),
-            keepalive: Keepalive::Minute,
-            migrate: true,
-            settings: Some(TIMEOUT_WORK_SETTINGS),
-            ..SessionOptions::default()
-        },
-    );
-    let result = tracing::Instrument::instrument(deadline_loop.run(work, &shutdown), span).await;
-    deadline_loop.listener.stop().await;
-    result
-}
 
 /// Why serving on one work connection stopped.
 enum Stop {
     Shutdown,
     /// The connection was lost: reconnect.
     Lost(String),
-}
-
-/// Statements prepared on the current work connection.
-struct Prepared {
-    deadline: Statement,
-    expire: Statement,
-}
-
-/// The shortest time between two deadline computations of one Timeout. A row changed within
-/// it is seen at most this much later; only a row inserted already (nearly) due could notice.
-const RECOMPUTE_GAP: Duration = Duration::from_millis(10);
-
-/// One Timeout's state in the loop.
-struct Tracked {
-    /// None when it cannot run (its table or columns are missing).
-    def: Option<TimeoutDef>,
-    prepared: Option<Prepared>,
-    /// Rows may have changed: compute the deadline again before sleeping.
-    dirty: bool,
-    /// Failed; tried again on the next poll.
-    broken: bool,
-    /// When to run an expiry batch next.
-    wake: Option<Instant>,
-    /// The server's now() (epoch seconds) at the last expiry statement: due rows with a
-    /// deadline before it were tried then, and are held by someone else.
-    since: Option<f64>,
-    /// When the last expiry statement was sent.
-    last_expiry: Option<Instant>,
-    /// Expiry statements in a row that left due rows behind (held by someone else).
-    held_streak: u32,
-    /// When the deadline was last computed: notifications are folded into at most one
-    /// recompute per [`RECOMPUTE_GAP`], so a busy table costs the database little.
-    last_recompute: Option<Instant>,
-    /// The error recorded last, so a Timeout failing on every poll is logged and written once.
-    error: Option<String>,
-}
-
-impl Tracked {
-    fn new(def: Option<TimeoutDef>) -> Tracked {
-        Tracked {
-            def,
-            prepared: None,
-            dirty: true,
-            broken: false,
-            wake: None,
-            since: None,
-            last_expiry: None,
-            held_streak: 0,
-            last_recompute: None,
-            error: None,
-        }
-    }
-
-    /// How long after the last expiry statement to try rows held by someone else again:
-    /// `base`, doubling with each statement in a row that found them still held, up to 1 s.
-    fn held_retry(&self, base: Duration) -> Duration {
-        let cap = base.max(Duration::from_secs(1));
-        let doublings = self.held_streak.saturating_sub(1).min(10);
-        base.saturating_mul(1 << doublings).min(cap)
-    }
-
-    fn recompute_deferred(&self, now: Instant) -> bool {
-        self.last_recompute
-            .is_some_and(|at| now < at + RECOMPUTE_GAP)
-    }
-
-    /// When the loop must next act for this Timeout: expire, or compute a deferred deadline.
-    fn next_action(&self) -> Option<Instant> {
-        let recompute = (self.dirty && !self.broken && self.def.is_some()).then(|| {
-            self.last_recompute
-                .map_or_else(Instant::now, |at| at + RECOMPUTE_GAP)
-        });
-        earliest(self.wake, recompute)
-    }
-}
-
-/// The server time `at` (epoch seconds), on the local clock: `sent` is when the query that
-/// returned the server's `now` was sent. None for never (+infinity, NULL).
-fn local_instant(sent: Instant, now: f64, at: Option<f64>) -> Option<Instant> {
-    let at = at?;
-    if at.is_nan() || at == f64::INFINITY {
-        return None;
-    }
-    let ahead = at - now;
-    if ahead <= 0.0 {
-        return Some(sent);
-    }
-    // Past a day the poll will have recomputed it anyway; the 1 ms makes sure the server's
-    // now() has passed the deadline when the expiry statement runs.
-    let ahead = Duration::from_secs_f64(ahead.min(86_400.0)) + Duration::from_millis(1);
-    Some(sent + ahead)
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// Errors of one Timeout's statements that will pass by themselves: retried soon, not recorded.
@@ -266,16 +36,16 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
     )
 }
 
-struct DeadlineLoop {
-    config: TimeoutConfig,
-    timeouts: HashMap<String, Tracked>,
-    listener: Listener,
+pub(super) struct DeadlineLoop {
+    pub(super) config: TimeoutConfig,
+    pub(super) timeouts: HashMap<String, Tracked>,
+    pub(super) listener: Listener,
     /// The list of Timeouts must be read again.
-    reload: bool,
+    pub(super) reload: bool,
 }
 
 impl DeadlineLoop {
-    async fn run(
+    pub(super) async fn run(
         &mut self,
         mut work: Session,
         shutdown: &CancellationToken,
@@ -664,46 +434,5 @@ impl DeadlineLoop {
             }
             Err(e) => self.failed(client, name, e).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_times_become_local_instants() {
-        let sent = Instant::now();
-        assert_eq!(local_instant(sent, 100.0, None), None);
-        assert_eq!(local_instant(sent, 100.0, Some(f64::INFINITY)), None);
-        assert_eq!(
-            local_instant(sent, 100.0, Some(f64::NEG_INFINITY)),
-            Some(sent)
-        );
-        assert_eq!(local_instant(sent, 100.0, Some(99.0)), Some(sent));
-        assert_eq!(
-            local_instant(sent, 100.0, Some(102.5)),
-            Some(sent + Duration::from_millis(2501))
-        );
-        // Far deadlines are capped at a day: the poll recomputes long before.
-        assert!(
-            local_instant(sent, 0.0, Some(1e12)).unwrap() <= sent + Duration::from_secs(86_401)
-        );
-    }
-
-    #[test]
-    fn held_rows_are_retried_sooner_then_every_second() {
-        let mut t = Tracked::new(None);
-        let base = Duration::from_millis(100);
-        let waits: Vec<u128> = (1..=6)
-            .map(|streak| {
-                t.held_streak = streak;
-                t.held_retry(base).as_millis()
-            })
-            .collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
-        t.held_streak = 40;
-        assert_eq!(t.held_retry(base), Duration::from_secs(1));
-        assert_eq!(t.held_retry(Duration::from_secs(3)), Duration::from_secs(3));
     }
 }
