@@ -88,7 +88,7 @@ fn main() {
         let first_plan = t.elapsed();
         match &first {
             Outcome::Planned(r) => {
-                assert_eq!(r.plan.summary().add, SPECS, "{:?}", r.checks.errors.first())
+                assert_eq!(r.plan.summary().add, SPECS, "{:?}", r.checks.errors.first());
             }
             other => panic!("{other:?}"),
         }

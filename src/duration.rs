@@ -69,7 +69,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         total_ms = number
             .checked_mul(factor)
             .and_then(|v| total_ms.checked_add(v))
-            .filter(|v| *v <= u64::MAX as u128)
+            .filter(|v| *v <= u128::from(u64::MAX))
             .ok_or_else(|| DurationError::Overflow(input.to_string()))?;
     }
     Ok(Duration::from_millis(total_ms as u64))

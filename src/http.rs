@@ -62,7 +62,7 @@ pub async fn serve(
 
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     let ready = s.health.readiness();
-    s.metrics.ready.set(ready.is_ok() as i64);
+    s.metrics.ready.set(i64::from(ready.is_ok()));
     match ready {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(why) => (
@@ -73,7 +73,7 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
-    s.metrics.ready.set(s.health.readiness().is_ok() as i64);
+    s.metrics.ready.set(i64::from(s.health.readiness().is_ok()));
     (
         [(
             header::CONTENT_TYPE,

@@ -11,7 +11,7 @@ use crate::spec::{Kind, Object};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// An object as the files want it.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,9 +195,9 @@ pub fn make_plan(desired: &[DesiredObject], actual: &[ActualObject]) -> Plan {
         managed_before: actual.iter().filter(|a| a.managed).count(),
         ..Plan::default()
     };
-    let mut wanted: HashMap<(Kind, &str), ()> = HashMap::with_capacity(desired.len());
+    let mut wanted: HashSet<(Kind, &str)> = HashSet::with_capacity(desired.len());
     for d in desired {
-        wanted.insert((d.kind, d.name.as_str()), ());
+        wanted.insert((d.kind, d.name.as_str()));
         let after = view(&d.spec, &d.labels, &d.source_file);
         match by_key.get(&(d.kind, d.name.as_str())) {
             None => plan.changes.push(Change {
@@ -240,7 +240,7 @@ pub fn make_plan(desired: &[DesiredObject], actual: &[ActualObject]) -> Plan {
         }
     }
     for a in actual {
-        if a.managed && !wanted.contains_key(&(a.kind, a.name.as_str())) {
+        if a.managed && !wanted.contains(&(a.kind, a.name.as_str())) {
             plan.changes.push(Change {
                 action: Action::Delete,
                 kind: a.kind,

@@ -202,7 +202,7 @@ async fn a_bad_setting_fails_with_the_log_tail() {
     let err = EmbeddedPostgres::start_with(scratch.path(), opts).unwrap_err();
     match &err {
         EmbeddedError::StartFailed { tail, .. } => {
-            assert!(tail.contains("shared_buffers"), "log tail: {tail}")
+            assert!(tail.contains("shared_buffers"), "log tail: {tail}");
         }
         other => panic!("expected StartFailed, got {other:?}"),
     }

@@ -119,7 +119,7 @@ fn every_valid_fixture_and_example_loads() {
             loaded
                 .errors
                 .iter()
-                .map(|e| e.to_string())
+                .map(std::string::ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("\n")
         );

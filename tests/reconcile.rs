@@ -411,7 +411,7 @@ async fn two_applies_at_once_leave_a_consistent_state() {
         .get(0);
     assert_eq!(
         migrations,
-        pgsched::store::migrations::latest_version() as i64
+        i64::from(pgsched::store::migrations::latest_version())
     );
 }
 
@@ -445,7 +445,12 @@ async fn a_misspelt_table_fails_the_plan_with_file_and_line() {
         ),
     );
     let report = planned(plan(&mut client, specs.path()).await.unwrap());
-    let errors: Vec<String> = report.checks.errors.iter().map(|e| e.to_string()).collect();
+    let errors: Vec<String> = report
+        .checks
+        .errors
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     let find = |needle: &str| {
         errors
             .iter()
@@ -612,7 +617,12 @@ async fn chain_sql_is_checked_in_the_order_it_runs_and_on_failure_sql_too() {
         "apiVersion: pgsched/v1\nkind: Chain\nmetadata: {name: graph}\nspec:\n  steps:\n    - {name: report, sql: SELECT count(*) FROM staged, needs: [fill]}\n    - {name: fill, sql: INSERT INTO staged VALUES (1), needs: [create]}\n    - {name: create, sql: CREATE TABLE IF NOT EXISTS staged (x int)}\n  onFailure:\n    - sql: INSERT INTO failurs (error) VALUES ($1->>'error')\n",
     );
     let report = planned(plan(&mut client, specs.path()).await.unwrap());
-    let errors: Vec<String> = report.checks.errors.iter().map(|e| e.to_string()).collect();
+    let errors: Vec<String> = report
+        .checks
+        .errors
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     // Not in a transaction, `create` may have run and stayed when the handler runs, so the
     // handler is listed as not checked rather than failed.
     assert!(errors.is_empty(), "{errors:#?}");
@@ -637,7 +647,12 @@ async fn chain_sql_is_checked_in_the_order_it_runs_and_on_failure_sql_too() {
         "apiVersion: pgsched/v1\nkind: Chain\nmetadata: {name: graph}\nspec:\n  transaction: true\n  steps:\n    - {name: create, sql: CREATE TEMP TABLE staged (x int)}\n    - {name: fill, sql: INSERT INTO staged VALUES (1)}\n  onFailure:\n    - sql: INSERT INTO failurs (error) VALUES ($1->>'error')\n",
     );
     let report = planned(plan(&mut client, specs.path()).await.unwrap());
-    let errors: Vec<String> = report.checks.errors.iter().map(|e| e.to_string()).collect();
+    let errors: Vec<String> = report
+        .checks
+        .errors
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(
         errors[0].contains("graph.yaml:10:") && errors[0].contains("spec.onFailure[0].sql"),

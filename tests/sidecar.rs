@@ -658,7 +658,7 @@ fn resync_repairs_a_hand_edit_and_a_database_restart_is_ridden_out() {
                 "UPDATE pgsched.jobs SET spec = jsonb_set(spec, '{schedule}', '\"0 5 * * *\"') WHERE name = 'a'",
             )
             .await
-            .unwrap()
+            .unwrap();
     });
     assert_eq!(schedule(&rt).as_deref(), Some("0 5 * * *"));
     time_until(

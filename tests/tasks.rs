@@ -1006,8 +1006,7 @@ async fn http_server(
                 let length: usize = head
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length:"))
-                    .map(|v| v.trim().parse().unwrap())
-                    .unwrap_or(0);
+                    .map_or(0, |v| v.trim().parse().unwrap());
                 while request.len() < head_end + length {
                     let n = socket.read(&mut buf).await.unwrap();
                     if n == 0 {

@@ -93,7 +93,7 @@ fn print_report(report: &reconcile::PlanReport, output: Output) {
                     .checks
                     .errors
                     .iter()
-                    .map(|e| e.to_string())
+                    .map(std::string::ToString::to_string)
                     .collect::<Vec<_>>()),
             );
             notes.insert(

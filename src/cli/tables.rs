@@ -7,8 +7,7 @@ use pgsched::store::report::{ObjectStatus, RunRecord, StepRecord};
 use std::collections::BTreeSet;
 
 fn time(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| "-".into())
+    t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
 /// `pgsched status`: one line per object.
@@ -37,10 +36,7 @@ pub fn print_status(objects: &[ObjectStatus]) {
             o.name,
             schedule,
             time(o.next_run_at),
-            o.last_run
-                .as_ref()
-                .map(|r| r.status.as_str())
-                .unwrap_or("-"),
+            o.last_run.as_ref().map_or("-", |r| r.status.as_str()),
             o.active,
             o.succeeded,
             o.failed,
@@ -75,9 +71,7 @@ fn print_run(r: &RunRecord) {
         r.trigger,
         time(Some(r.due_at)),
         time(r.started_at),
-        r.duration_ms
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "-".into()),
+        r.duration_ms.map_or_else(|| "-".into(), |d| d.to_string()),
         r.worker.as_deref().unwrap_or("-"),
         error
     );
@@ -141,9 +135,7 @@ fn print_step(s: &StepRecord, origin: Option<DateTime<Utc>>) {
         status,
         s.attempt,
         start,
-        s.duration_ms
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "-".into()),
+        s.duration_ms.map_or_else(|| "-".into(), |d| d.to_string()),
         detail
     );
     println!("{}", line.trim_end());

@@ -64,7 +64,7 @@ pub(super) async fn lead(
             if held {
                 tracing::info!(worker = %config.executor.worker, "took the reconcile leadership");
             }
-            shared.metrics.leader.set(held as i64);
+            shared.metrics.leader.set(i64::from(held));
             leading.send_replace(held);
         } else if now_held != held {
             held = now_held;
@@ -73,7 +73,7 @@ pub(super) async fn lead(
             } else {
                 tracing::warn!("gave up the reconcile leadership");
             }
-            shared.metrics.leader.set(held as i64);
+            shared.metrics.leader.set(i64::from(held));
             let _ = leading.send(held);
         }
         tokio::select! {

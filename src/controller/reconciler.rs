@@ -92,7 +92,7 @@ impl Reconciler {
             return;
         }
         let valid = self.publish(&refreshed.files);
-        let parse = started.elapsed() - read;
+        let parse = started.elapsed().checked_sub(read).unwrap();
         let last = if !valid {
             self.shared.metrics.reconciled("invalid", started.elapsed());
             LastReconcile::Invalid
@@ -106,7 +106,7 @@ impl Reconciler {
             scope = match scope { Scope::Everything => "everything".to_string(), Scope::Files(f) => format!("{} files", f.len()) },
             read = ?read,
             parse = ?parse,
-            apply = ?(started.elapsed() - read - parse),
+            apply = ?started.elapsed().checked_sub(read).unwrap().checked_sub(parse).unwrap(),
             "looked at the spec directory"
         );
         let shared = &self.shared;
@@ -165,7 +165,10 @@ impl Reconciler {
         let metrics = &self.shared.metrics;
         metrics.spec_files.set(view.files.len() as i64);
         metrics.spec_errors.set(spec_errors.len() as i64);
-        let errors: Vec<String> = spec_errors.iter().map(|e| e.to_string()).collect();
+        let errors: Vec<String> = spec_errors
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         if errors != self.logged_errors {
             for e in &errors {
                 tracing::warn!("{e}");

@@ -74,7 +74,7 @@ fn pg_config_bindir(pg_config: &Path) -> Option<PathBuf> {
         return None;
     }
     let mut bytes = output.stdout;
-    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+    while bytes.last().is_some_and(u8::is_ascii_whitespace) {
         bytes.pop();
     }
     (!bytes.is_empty()).then(|| PathBuf::from(std::ffi::OsString::from_vec(bytes)))

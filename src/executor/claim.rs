@@ -100,7 +100,7 @@ impl Decided {
         };
         match decision {
             Decision::Start | Decision::StartReplacing(_) if self.claimed.len() >= free => {
-                self.waiting = true
+                self.waiting = true;
             }
             Decision::Start | Decision::StartReplacing(_) => {
                 if let Decision::StartReplacing(ids) = &decision {

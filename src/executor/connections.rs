@@ -319,8 +319,7 @@ fn read_password(spec: &ConnectionSpec) -> Result<Option<String>, String> {
         // the password; other whitespace may be.
         let password = text
             .strip_suffix('\n')
-            .map(|t| t.strip_suffix('\r').unwrap_or(t))
-            .unwrap_or(&text);
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
         return Ok(Some(password.to_string()));
     }
     Ok(None)

@@ -153,12 +153,8 @@ pub fn backoff(retries: &Retries, attempt: i32, jitter: f64) -> Duration {
     let b = retries.backoff.as_ref();
     let initial = b
         .and_then(|b| b.initial)
-        .map(|d| d.0)
-        .unwrap_or(DEFAULT_BACKOFF_INITIAL);
-    let max = b
-        .and_then(|b| b.max)
-        .map(|d| d.0)
-        .unwrap_or(DEFAULT_BACKOFF_MAX);
+        .map_or(DEFAULT_BACKOFF_INITIAL, |d| d.0);
+    let max = b.and_then(|b| b.max).map_or(DEFAULT_BACKOFF_MAX, |d| d.0);
     let factor = b.and_then(|b| b.factor).unwrap_or(DEFAULT_BACKOFF_FACTOR);
     let exponent = (attempt.max(1) - 1).min(60);
     let base = (initial.as_secs_f64() * factor.powi(exponent)).min(max.as_secs_f64());

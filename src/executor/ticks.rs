@@ -258,8 +258,7 @@ fn initial_state(timing: &Timing, now: DateTime<Utc>) -> TickState {
     match (&timing.schedule, timing.run_at) {
         (Some(Schedule::After(d)), _) => now
             .checked_add_signed(delta(*d))
-            .map(TickState::Scheduled)
-            .unwrap_or(TickState::Done),
+            .map_or(TickState::Done, TickState::Scheduled),
         (Some(schedule), _) => {
             let ctx = TickContext {
                 tz: timing.tz,

@@ -274,7 +274,8 @@ pub fn parse(s: &str) -> Result<ConnString, UrlError> {
         // tokio-postgres says only "invalid connection string"; the reason (which option, which
         // value) is its source. Neither echoes the whole string.
         UrlError::Other(
-            std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+            std::error::Error::source(&e)
+                .map_or_else(|| e.to_string(), std::string::ToString::to_string),
         )
     })?;
     let tls = found.settings(&config)?;

@@ -134,6 +134,7 @@ mod tests {
     use crate::schedule::test_support::{ctx, next_n, schedule, utc};
 
     #[test]
+    #[allow(clippy::too_many_lines)] // one table of cases, read row by row
     fn cron_fields_follow_vixie() {
         // (pattern, from, expected ticks in UTC)
         let cases: &[(&str, &str, &[&str])] = &[

@@ -102,6 +102,7 @@ mod tests {
     use chrono::{NaiveDate, TimeDelta};
 
     #[test]
+    #[allow(clippy::too_many_lines)] // one table of cases, read row by row
     fn dst_transitions_follow_cronie() {
         // Europe/Zurich 2026: 02:00 CET -> 03:00 CEST on Mar 29 (01:00Z),
         //                     03:00 CEST -> 02:00 CET on Oct 25 (01:00Z).
@@ -340,7 +341,7 @@ mod tests {
                     .map(|t| t.with_timezone(&tz).naive_local())
                     .collect();
                 let expected_days: Vec<_> = first_day.iter_days().take(8).collect();
-                let days: Vec<_> = local.iter().map(|l| l.date()).collect();
+                let days: Vec<_> = local.iter().map(chrono::NaiveDateTime::date).collect();
                 assert_eq!(days, expected_days, "{pattern} in {tz_name}: {local:?}");
                 for l in &local {
                     let scheduled = l.date().and_hms_opt(hour, minute, 0).unwrap();

@@ -59,7 +59,7 @@ mod tests {
                 Err(ScheduleError::UnknownTimeZone {
                     suggestion: got, ..
                 }) => {
-                    assert_eq!(got.as_deref(), suggestion, "{name:?}")
+                    assert_eq!(got.as_deref(), suggestion, "{name:?}");
                 }
                 other => panic!("{name:?}: {other:?}"),
             }

@@ -396,7 +396,11 @@ mod tests {
         let names: Vec<&str> = cache.objects().iter().map(|o| o.name()).collect();
         assert_eq!(names, ["a2", "c"]);
         let full = crate::spec::load_dir(d);
-        let full_names: Vec<&str> = full.objects.iter().map(|o| o.name()).collect();
+        let full_names: Vec<&str> = full
+            .objects
+            .iter()
+            .map(super::super::document::Object::name)
+            .collect();
         assert_eq!(names, full_names);
     }
 

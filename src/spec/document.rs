@@ -86,7 +86,7 @@ pub fn object_from_document(
             spec,
             source: Source {
                 file: relative.to_path_buf(),
-                line: doc.position.map(|p| p.line).unwrap_or(1),
+                line: doc.position.map_or(1, |p| p.line),
             },
             doc: Arc::new(doc.clone()),
         }),
@@ -344,7 +344,7 @@ fn typed<T: DeserializeOwned>(
 ) -> Result<T, SpecError> {
     serde_path_to_error::deserialize(node.to_json()).map_err(|e| {
         let mut path = base;
-        for segment in e.path().iter() {
+        for segment in e.path() {
             match segment {
                 serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
                 serde_path_to_error::Segment::Map { key } => path = path.key(key.clone()),

@@ -97,8 +97,7 @@ pub fn find_spec_files(dir: &Path) -> (Vec<PathBuf>, Vec<SpecError>) {
             Err(e) => {
                 let path = e
                     .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| dir.to_path_buf());
+                    .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
                 let is_spec = path
                     .file_name()
                     .is_some_and(|n| is_spec_file_name(&n.to_string_lossy()));
@@ -269,8 +268,7 @@ pub(crate) fn parallel_chunks<T: Sync, R: Send>(
     const MIN_PER_THREAD: usize = 64;
     const CHUNKS_PER_THREAD: usize = 4;
     let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+        .map_or(1, std::num::NonZero::get)
         .min(items.len() / MIN_PER_THREAD)
         .max(1);
     if threads == 1 {

@@ -350,7 +350,7 @@ impl StatusWriter {
         let path = self.root.join(relative);
         let read_only = matches!(
             e.raw_os_error(),
-            Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+            Some(libc::EROFS | libc::EACCES | libc::EPERM)
         );
         if self.beside_specs && read_only {
             format!(

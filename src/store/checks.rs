@@ -34,13 +34,13 @@ fn first_keyword(sql: &str) -> String {
     loop {
         let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
         if let Some(after) = trimmed.strip_prefix("--") {
-            rest = after.split_once('\n').map(|x| x.1).unwrap_or("");
+            rest = after.split_once('\n').map_or("", |x| x.1);
         } else if let Some(after) = trimmed.strip_prefix("/*") {
-            rest = after.split_once("*/").map(|x| x.1).unwrap_or("");
+            rest = after.split_once("*/").map_or("", |x| x.1);
         } else {
             return trimmed
                 .chars()
-                .take_while(|c| c.is_ascii_alphabetic())
+                .take_while(char::is_ascii_alphabetic)
                 .collect::<String>()
                 .to_ascii_uppercase();
         }
@@ -173,7 +173,7 @@ pub async fn check_objects(
     for object in objects {
         match &object.spec {
             ObjectSpec::Timeout(timeout) => {
-                check_timeout(client, object, timeout, dir, &mut report).await?
+                check_timeout(client, object, timeout, dir, &mut report).await?;
             }
             _ => targets.extend(sql_targets(object, &mut report)),
         }

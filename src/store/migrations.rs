@@ -14,7 +14,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 
 /// The latest schema version this binary knows.
 pub fn latest_version() -> i32 {
-    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+    MIGRATIONS.last().map_or(0, |m| m.0)
 }
 
 /// Brings the `pgsched` schema up to date; returns the versions applied now.

@@ -135,7 +135,7 @@ fn password_from_file(config: &tokio_postgres::Config) -> Option<String> {
             tracing::warn!(
                 file = %path.display(),
                 "the password file has group or world access and is ignored; chmod 0600 it"
-            )
+            );
         });
         return None;
     }

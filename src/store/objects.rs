@@ -294,8 +294,7 @@ async fn write_chain_steps(tx: &impl GenericClient, plan: &Plan) -> Result<(), S
         for (i, step) in d.spec["steps"].as_array().into_iter().flatten().enumerate() {
             let name = step["name"]
                 .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("step-{}", i + 1));
+                .map_or_else(|| format!("step-{}", i + 1), str::to_string);
             steps.push(json!({"chain": d.name, "position": i + 1, "name": name, "spec": step}));
         }
     }

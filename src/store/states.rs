@@ -202,7 +202,11 @@ mod tests {
         let steps = listed(chains, "CHECK (status IN (");
         let triggers = listed(init, "CHECK (trigger IN (");
         let phases = listed(executor, "CHECK (tick_state IN (");
-        let words = |all: &[&str]| all.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let words = |all: &[&str]| {
+            all.iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             runs,
             words(

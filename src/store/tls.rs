@@ -255,8 +255,7 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
         let why = found
             .errors
             .first()
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "none found".into());
+            .map_or_else(|| "none found".into(), std::string::ToString::to_string);
         return Err(TlsError::SystemRoots(why));
     }
     Ok(roots)

@@ -11,7 +11,7 @@ use crate::store::listener::{Heard, Listener};
 use crate::store::session::Session;
 use crate::store::timeouts::{deadline_sql, expire_sql, load_timeouts, record_error, RELOAD};
 use crate::store::{describe_pg_error, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
@@ -62,7 +62,7 @@ impl DeadlineLoop {
                     match self.serve(client, shutdown).await {
                         Stop::Shutdown => return Ok(()),
                         Stop::Lost(why) => {
-                            tracing::warn!(error = %why, "lost the Timeout work connection; reconnecting")
+                            tracing::warn!(error = %why, "lost the Timeout work connection; reconnecting");
                         }
                     }
                     work.disconnect();
@@ -203,9 +203,9 @@ impl DeadlineLoop {
             }
         };
         self.reload = false;
-        let mut seen = HashMap::new();
+        let mut seen = HashSet::new();
         for timeout in loaded {
-            seen.insert(timeout.name.clone(), ());
+            seen.insert(timeout.name.clone());
             match timeout.def {
                 Ok(def) => {
                     let keep = self
@@ -228,7 +228,7 @@ impl DeadlineLoop {
                 }
             }
         }
-        self.timeouts.retain(|name, _| seen.contains_key(name));
+        self.timeouts.retain(|name, _| seen.contains(name));
         Ok(())
     }
 
@@ -421,7 +421,7 @@ impl DeadlineLoop {
                     if matches!(def.expiry, crate::store::timeouts::Expiry::Set(_)) {
                         // The loop's own statements do not wake it: an update may have made
                         // rows match another Timeout on the same table.
-                        for (other, o) in self.timeouts.iter_mut() {
+                        for (other, o) in &mut self.timeouts {
                             if other != name
                                 && o.def.as_ref().is_some_and(|d| d.table_oid == def.table_oid)
                             {

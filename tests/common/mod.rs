@@ -530,7 +530,7 @@ pub fn full_bench() -> bool {
         SAID.call_once(|| {
             println!(
                 "(smoke run under cargo test: smaller and shorter; `make bench` for the figures)"
-            )
+            );
         });
     }
     full

@@ -51,7 +51,7 @@ pub(super) fn chain_outcome(
         .iter()
         .filter(|r| !r.on_failure && r.status == StepStatus::Succeeded)
         .filter_map(|r| r.rows_affected)
-        .reduce(|a, b| a.saturating_add(b));
+        .reduce(i64::saturating_add);
     let output = summary(rows);
     let Some(Failure {
         step: failed_step,

@@ -67,7 +67,7 @@ pub(super) async fn run_http(
         output.push_str(&String::from_utf8_lossy(&reply.body));
     }
     if reply.truncated {
-        output.push_str(&format!("\n[body cut at {} bytes]", OUTPUT_LIMIT));
+        output.push_str(&format!("\n[body cut at {OUTPUT_LIMIT} bytes]"));
     }
     let expected = match expect {
         Some(list) => list.contains(&reply.status),

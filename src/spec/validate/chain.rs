@@ -114,7 +114,7 @@ impl Checker<'_, '_> {
                         "every SQL step of a transactional chain must use the same database",
                         Some(format!(
                             "the first SQL step uses {}; drop `transaction: true` or use one database",
-                            first_db.map(|d| format!("`{d}`")).unwrap_or_else(|| "the scheduler's database".into())
+                            first_db.map_or_else(|| "the scheduler's database".into(), |d| format!("`{d}`"))
                         )),
                     );
                 }
@@ -220,8 +220,7 @@ fn describe_step(path: &str) -> String {
     let number = |rest: &str| {
         rest.trim_end_matches(']')
             .parse::<usize>()
-            .map(|i| i + 1)
-            .unwrap_or(0)
+            .map_or(0, |i| i + 1)
     };
     if let Some(rest) = path.strip_prefix("spec.steps[") {
         format!("step {}", number(rest))

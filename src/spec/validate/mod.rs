@@ -45,7 +45,7 @@ pub fn validate_all(items: &[Located<'_>]) -> Vec<SpecError> {
 pub fn connection_names<'a>(objects: impl Iterator<Item = &'a Object>) -> Vec<&'a str> {
     objects
         .filter(|o| o.kind == Kind::Connection)
-        .map(|o| o.name())
+        .map(super::document::Object::name)
         .collect()
 }
 

@@ -27,7 +27,7 @@ impl SyntaxError {
             serde_saphyr::granit_parser::ErrorKind::UnknownAnchor => {
                 "alias references unknown anchor".to_string()
             }
-            _ => error.info().to_string(),
+            _ => error.info().clone(),
         };
         SyntaxError::new(message, Position::of(error.marker()))
     }
