@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test-repeat N=30 [TESTS="timeouts executor"] [HOG=1]`: runs integration-test binaries
 # N times each and prints every failure, to show a suite holds up (or to catch a flake and
-# keep its log). Every run's output is kept under target/test-repeat/ when it fails.
+# keep its log). Every run's output is kept under target/test-repeat/ when it fails, with the
+# machine's stalls and clock steps during it (scripts/watch-stalls.py, all in stalls.log).
 #
 #   N      runs of each binary (default 10)
 #   TESTS  binaries under tests/ to run (default: all of them)
@@ -22,6 +23,14 @@ if [ "$hog" = 1 ] && ! command -v stress-ng >/dev/null; then
     apt-get install -y -qq stress-ng >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq stress-ng; }
 fi
 
+# Stalls of the machine and clock steps, so that a failure can be told from a machine that
+# stopped: the events during a failed run are printed with it.
+stalls="$out/stalls.log"
+: >"$stalls"
+scripts/watch-stalls.py "$stalls" &
+watcher=$!
+trap 'kill $watcher 2>/dev/null' EXIT
+
 echo "== building the test binaries"
 cargo test --no-run --tests -q 2>&1 | grep -v '^ *Executable' || true
 
@@ -40,6 +49,7 @@ for name in $tests; do
         fi
         log="$out/$name-$i.log"
         start=$(date +%s)
+        events_before=$(wc -l <"$stalls")
         if cargo test -q --test "$name" -- $filter >"$log" 2>&1; then
             rm -f "$log"
             result=ok
@@ -54,6 +64,8 @@ for name in $tests; do
         echo "$name run $i/$runs$note: $result ($(($(date +%s) - start)) s)"
         if [ "$result" != ok ]; then
             grep -E '^test .* FAILED$|panicked at' -A1 "$log" | sed 's/^/    /' | head -20
+            echo "    machine events during the run (scripts/watch-stalls.py):"
+            tail -n +"$((events_before + 1))" "$stalls" | sed 's/^/      /'
         fi
     done
     total_runs=$((total_runs + runs))
@@ -65,4 +77,5 @@ echo
 echo "== summary"
 printf '%s\n' "${summary[@]}"
 echo "$((total_runs - total_failures)) passed, $total_failures failed"
+echo "machine events over all runs: $(($(wc -l <"$stalls") - 1)) (in $stalls)"
 [ "$total_failures" = 0 ]

@@ -210,7 +210,8 @@ pub async fn apply_changes(tx: &impl GenericClient, plan: &Plan) -> Result<(), S
     for table in [&JOBS, &TIMEOUTS, &CONNECTIONS] {
         delete_removed(tx, table, plan).await?;
     }
-    // No foreign keys between these tables: any order works; this one is the plan's reading order.
+    // Connections are written first and deleted last, as the plan orders them: jobs that name
+    // a Connection never do so while it is missing.
     for table in [&CONNECTIONS, &JOBS, &TIMEOUTS] {
         upsert_changed(tx, table, plan).await?;
     }
