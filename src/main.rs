@@ -124,6 +124,10 @@ struct RunArgs {
     /// Runs executing at once in this process.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// The most runs claimed ahead of the free slots into the local queue; how many are is
+    /// adapted to how fast runs finish (none for slow jobs). 0 claims only into free slots.
+    #[arg(long, default_value_t = 1000)]
+    prefetch: usize,
     /// Allow a reconcile that deletes every managed object.
     #[arg(long)]
     allow_empty: bool,
@@ -304,6 +308,7 @@ fn sidecar_config(cli: &Cli, args: RunArgs, url: String) -> pgsched::controller:
     config.executor.heartbeat = args.heartbeat;
     config.executor.grace = args.grace;
     config.executor.concurrency = args.concurrency.max(1);
+    config.executor.prefetch = args.prefetch;
     config
 }
 

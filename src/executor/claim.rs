@@ -1,29 +1,69 @@
-//! One claim: under the claim lock, reads the due runs and what is running, lets the
-//! concurrency policies decide each candidate (start, wait, skip, miss, cancel), and records
-//! the decisions in the same transaction.
+//! One claim: a batch of runs of free jobs in one statement ([`claims::claim_free`]); and,
+//! when runs that need a decision are due, a deciding claim: under the claim lock, reads the due runs and what is running, lets
+//! the concurrency policies decide each candidate (start, wait, skip, miss, cancel), and
+//! records the decisions in the same transaction.
 
 use chrono::{DateTime, Utc};
 
 use super::policy::{self, Candidate, Decision, Running};
 use super::pool::pool_error;
 use crate::spec::Runnable;
-use crate::store::runs::{self, ClaimView, ClaimedRun, Finish, PendingRun};
+use crate::store::claims::{self, ClaimView, ClaimedRun, Finish, PendingRun, Unstartable};
 use crate::store::states::{RunStatus, RunTrigger};
 use crate::store::{Context, StoreError};
 
-/// Claims up to `free` due runs: decides each candidate (start, wait, skip, miss, cancel) under
-/// the claim lock and records the decisions. Returns the runs to execute and whether any due
-/// run was left waiting.
+/// What one claim took.
+#[derive(Debug, Default)]
+pub(super) struct Claim {
+    /// Runs of free jobs, to queue.
+    pub(super) runs: Vec<ClaimedRun>,
+    /// Runs the policies started, each into a free slot: to start first.
+    pub(super) decided: Vec<ClaimedRun>,
+    /// Claimed runs that cannot start (run id, attempt, why): to settle at once.
+    pub(super) unstartable: Vec<(i64, i32, Unstartable)>,
+    /// Whether a due run was left waiting by its policy or for a free slot.
+    pub(super) waiting: bool,
+}
+
+/// Claims up to `batch` due runs of free jobs, and decides due runs of the others when there
+/// are any, starting at most `free` of those.
 pub(super) async fn claim(
     pool: &deadpool_postgres::Pool,
     worker: &str,
     now: DateTime<Utc>,
+    (batch, free): (usize, usize),
+) -> Result<Claim, StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let mut taken = Claim::default();
+    let mut decide = false;
+    if batch > 0 {
+        let got = claims::claim_free(&mut client, worker, now, batch as i64).await?;
+        taken.runs = got.runs;
+        taken.unstartable = got.unstartable;
+        decide |= got.policy_due;
+    }
+    if decide && free > 0 {
+        let (decided, waiting) = decide_claim(&mut client, worker, now, free).await?;
+        taken.decided = decided;
+        taken.waiting = waiting;
+    } else if decide {
+        taken.waiting = true;
+    }
+    Ok(taken)
+}
+
+/// Decides due runs of policy and exclusive jobs (and cancels runs whose job is gone) under
+/// the claim lock and records the decisions; starts at most `free`. Returns the runs started
+/// and whether any due run was left waiting.
+async fn decide_claim(
+    client: &mut tokio_postgres::Client,
+    worker: &str,
+    now: DateTime<Utc>,
     free: usize,
 ) -> Result<(Vec<ClaimedRun>, bool), StoreError> {
-    let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.context("starting a claim")?;
     // Look past the free slots: runs that must wait should not hide runs that could start.
-    let view = runs::read_claim_view(&tx, now, (free * 4).max(16) as i64).await?;
+    let view = claims::read_claim_view(&tx, now, (free * 4).max(16) as i64).await?;
     if view.candidates.is_empty() {
         tx.commit().await.context("ending a claim")?;
         return Ok((Vec::new(), false));
@@ -34,7 +74,7 @@ pub(super) async fn claim(
     for ((pending, candidate), decision) in view.candidates.iter().zip(candidates).zip(decisions) {
         decided.add(pending, candidate, decision, free);
     }
-    runs::write_claim(
+    claims::write_claim(
         &tx,
         worker,
         &decided.starts,
@@ -113,7 +153,7 @@ impl Decided {
                     attempt: pending.attempt,
                     due_at: pending.due_at,
                     params: pending.params.clone(),
-                    spec: candidate.spec.expect("a started run has a spec"),
+                    spec: std::sync::Arc::new(candidate.spec.expect("a started run has a spec")),
                 });
             }
             Decision::Wait => self.waiting = true,

@@ -1,43 +1,54 @@
 //! The claim loop: on every wake-up (a notification, the timer to the next due tick or run,
-//! the poll), turns due ticks into runs, claims what the free slots allow and starts each
-//! claimed run as a task of its own; on shutdown, lets the running runs finish within the grace
-//! period and cancels the rest.
+//! the poll, the local queue running low), turns due ticks into runs, claims runs into the
+//! local queue and starts queued runs into free slots, each as a task of its own; on
+//! shutdown, gives back what it has not started, lets the running runs finish within the
+//! grace period and cancels the rest.
+//!
+//! A finished run frees a slot, and the next queued run starts there from memory: the
+//! database is asked again only when the queue runs low while more is due, so a backlog of
+//! quick runs costs a claim per batch, not per run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::claim::claim;
-use super::clock::Clock;
+use super::claim::{claim, Claim};
 use super::completion::Finished;
 use super::connections::Databases;
-use super::execute::execute;
-use super::in_flight::{CancelReason, InFlight};
+use super::execute::{execute, unstartable, Executed, RunEnv};
+use super::in_flight::CancelReason;
+use super::local_queue::LocalQueue;
 use super::materialize::materialize;
 use super::observer::Observer;
 use super::pool::{is_read_only, pool_error};
 use crate::backoff::Backoff;
-use crate::store::runs::{self, ClaimedRun};
+use crate::store::claims::{self, ClaimedRun};
+use crate::store::runs;
 use crate::store::StoreError;
 
 /// What the claim loop works with, and the runs it started.
 pub(super) struct ClaimLoop {
-    pub(super) pool: deadpool_postgres::Pool,
-    pub(super) databases: Arc<Databases>,
-    pub(super) clock: Arc<dyn Clock>,
-    pub(super) in_flight: Arc<InFlight>,
+    /// The pools, the runs in flight, the clock and the worker's name, which the runs
+    /// started here share.
+    pub(super) env: Arc<RunEnv>,
     /// Where finished attempts go (the completion loop).
     pub(super) done: mpsc::UnboundedSender<Finished>,
     pub(super) observer: Observer,
-    pub(super) worker: String,
     pub(super) poll: Duration,
     /// One permit per run that may execute at once.
     pub(super) slots: Arc<Semaphore>,
     pub(super) tasks: JoinSet<()>,
+    /// Claimed runs not started yet.
+    pub(super) queue: LocalQueue,
+    /// Runs taken out of the queue after a failed step, to give back once the database answers:
+    /// while it does not, heartbeats may be failing too, and another replica may recover them.
+    pub(super) to_release: Vec<i64>,
+    /// Whether the last claim took all it asked for: more is probably due.
+    pub(super) more_due: bool,
 }
 
 impl ClaimLoop {
@@ -49,99 +60,160 @@ impl ClaimLoop {
         // than spinning on runs that are due but cannot start yet.
         let mut waiting_for_event = false;
         let mut connections_read: Option<Instant> = None;
+        let mut step_now = true;
+        let mut deadline = tokio::time::Instant::now();
         loop {
-            let refresh_connections = connections_read.is_none_or(|t| t.elapsed() >= self.poll);
-            let sleep_for = match self.step(refresh_connections).await {
-                Ok((next, left_waiting)) => {
-                    if refresh_connections {
-                        connections_read = Some(Instant::now());
+            if step_now {
+                // The named Connections are read again once per poll interval.
+                let periodic = connections_read.is_none_or(|t| t.elapsed() >= self.poll);
+                let sleep_for = match self.step(periodic).await {
+                    Ok((next, left_waiting)) => {
+                        if periodic {
+                            connections_read = Some(Instant::now());
+                        }
+                        backoff.reset();
+                        waiting_for_event = left_waiting;
+                        self.sleep_until_due(next, waiting_for_event)
                     }
-                    backoff.reset();
-                    waiting_for_event = left_waiting;
-                    self.sleep_until_due(next, waiting_for_event)
-                }
-                Err(e) => {
-                    let wait = backoff.next_wait();
-                    tracing::warn!(error = %e, retry_in = ?wait, "executor step failed");
-                    if is_read_only(&e) {
-                        // A failover left us on a standby: drop every pooled connection.
-                        self.pool.retain(|_, _| false);
-                    }
-                    wait
-                }
-            };
+                    Err(e) => self.step_failed(&e, &mut backoff),
+                };
+                deadline = tokio::time::Instant::now() + sleep_for;
+            }
+            self.dispatch();
             // Reap finished tasks so the JoinSet does not grow.
             while self.tasks.try_join_next().is_some() {}
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(sleep_for) => {}
-                // Every slot busy, or runs waiting on a slot: the next thing worth doing is when a
-                // run of ours finishes (others' finishes arrive as notifications).
-                Some(_) = self.tasks.join_next(),
-                    if (waiting_for_event || self.slots.available_permits() == 0) && !self.tasks.is_empty() => {}
+            if shutdown.is_cancelled() {
+                break;
             }
+            if self.more_due && self.queue.low(self.slots.available_permits()) {
+                // The runs just claimed are gone already: claim again at once.
+                step_now = true;
+                continue;
+            }
+            step_now = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                // Something new is due, or a run finished elsewhere: worth a look unless a
+                // backlog is being drained (its next claim comes when the queue runs low).
+                _ = wake.notified() => waiting_for_event
+                    || !self.more_due
+                    || self.queue.low(self.slots.available_permits()),
+                _ = tokio::time::sleep_until(deadline) => true,
+                // A slot freed: the next queued run starts (above); claim again when runs wait
+                // for one, or the queue runs low while more is due.
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.dispatch();
+                    waiting_for_event
+                        || (self.more_due && self.queue.low(self.slots.available_permits()))
+                }
+            };
         }
     }
 
-    /// One pass: refreshes the named Connections when asked, turns due ticks into runs,
-    /// claims and starts what the free slots allow. Returns when the next run is due and
+    /// After a failed step: stops starting queued runs (they are given back once the
+    /// database answers) and says how long to wait before the next try.
+    fn step_failed(&mut self, e: &StoreError, backoff: &mut Backoff) -> Duration {
+        let wait = backoff.next_wait();
+        tracing::warn!(error = %e, retry_in = ?wait, "executor step failed");
+        if is_read_only(e) {
+            // A failover left us on a standby: drop every pooled connection.
+            self.env.pool.retain(|_, _| false);
+        }
+        self.to_release.extend(self.queue.take_all());
+        self.more_due = false;
+        wait
+    }
+
+    /// One pass: gives back runs held since a failed step, refreshes the named Connections
+    /// when `periodic`, turns due ticks into runs, claims into the local queue and starts what
+    /// the free slots allow. Returns when the next run is due and
     /// whether a due run was left waiting.
-    async fn step(
-        &mut self,
-        refresh_connections: bool,
-    ) -> Result<(Option<DateTime<Utc>>, bool), StoreError> {
-        let now = self.clock.now();
+    async fn step(&mut self, periodic: bool) -> Result<(Option<DateTime<Utc>>, bool), StoreError> {
+        if !self.to_release.is_empty() {
+            let client = self.env.pool.get().await.map_err(pool_error)?;
+            claims::release(&client, &self.env.worker, &self.to_release).await?;
+            self.to_release.clear();
+        }
+        let now = self.env.clock.now();
         // Connections change only on apply: read them once per poll interval, not per claim.
-        if refresh_connections {
-            connections_refresh(&self.pool, &self.databases).await?;
+        if periodic {
+            connections_refresh(&self.env.pool, &self.env.databases).await?;
         }
-        materialize(&self.pool, self.clock.as_ref(), self.poll).await?;
+        materialize(&self.env.pool, self.env.clock.as_ref(), self.poll).await?;
+        self.dispatch();
         let free = self.slots.available_permits();
-        let mut left_waiting = false;
-        if free > 0 {
-            let (claimed, waiting) = claim(&self.pool, &self.worker, now, free).await?;
-            left_waiting = waiting;
-            for run in claimed {
-                self.start(run).await;
-            }
+        let want = self.queue.want(free);
+        if want == 0 || (self.more_due && !self.queue.low(free)) {
+            // No room to claim into: the next look is when a slot frees and the queue runs low.
+            self.more_due = true;
+            return Ok((None, false));
         }
-        let next = runs::next_wake(&**self.pool.get().await.map_err(pool_error)?).await?;
+        let got = claim(&self.env.pool, &self.env.worker, now, (want, free)).await?;
+        tracing::trace!(
+            want,
+            got = got.runs.len(),
+            free,
+            queued = self.queue.len(),
+            "claimed"
+        );
+        self.queue.claimed(want, got.runs.len());
+        self.more_due = got.runs.len() >= want;
+        let left_waiting = got.waiting;
+        self.enqueue(got);
+        self.dispatch();
+        if self.more_due {
+            // More is due now: finishing runs bring the next claim, not a timer.
+            return Ok((None, left_waiting));
+        }
+        let next = runs::next_wake(&**self.env.pool.get().await.map_err(pool_error)?).await?;
         Ok((next, left_waiting))
     }
 
-    /// Starts a claimed run as a task of its own, holding one slot until it is done.
-    async fn start(&mut self, run: ClaimedRun) {
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
+    /// Puts what a claim took in the local queue; runs that cannot start are settled.
+    fn enqueue(&mut self, got: Claim) {
+        let now = Instant::now();
+        self.queue.push_front(got.decided, now);
+        self.queue.push_back(got.runs, now);
+        for (id, attempt, why) in got.unstartable {
+            let _ = self.done.send(unstartable(id, attempt, why));
+        }
+    }
+
+    /// Starts queued runs into the free slots.
+    fn dispatch(&mut self) {
+        while let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            let Some((run, waited)) = self.queue.pop(Instant::now()) else {
+                break;
+            };
+            self.start(run, waited, permit);
+        }
+    }
+
+    /// Starts a claimed run as a task of its own, holding its slot until it is done.
+    fn start(&mut self, run: ClaimedRun, queued: Duration, permit: OwnedSemaphorePermit) {
         // Not a child of `shutdown`: running runs get the grace period first.
         let token = CancellationToken::new();
-        self.in_flight.insert(run.id, token.clone());
-        let databases = self.databases.clone();
-        let pool = self.pool.clone();
+        self.env.in_flight.insert(run.id, token.clone());
+        let env = self.env.clone();
         let done = self.done.clone();
-        let in_flight = self.in_flight.clone();
-        let clock = self.clock.clone();
         let observer = self.observer.0.clone();
         self.tasks.spawn(async move {
             let job = run.job.clone();
             let began = std::time::Instant::now();
             if let Some(o) = &observer {
-                let late = (clock.now() - run.due_at).to_std().unwrap_or_default();
+                let late = (env.clock.now() - run.due_at).to_std().unwrap_or_default();
                 o.started(&job, late);
             }
-            let completion =
-                execute(run, &pool, &databases, token, &in_flight, clock.as_ref()).await;
-            in_flight.remove(completion.id);
+            let Executed {
+                completion,
+                recorded,
+            } = execute(run, &env, token, queued).await;
+            env.in_flight.remove(completion.id);
             // Observers hear of it once it is recorded (see `complete_loop`).
             let _ = done.send(Finished {
                 completion,
                 job,
                 took: began.elapsed(),
+                recorded,
             });
             drop(permit);
         });
@@ -150,7 +222,7 @@ impl ClaimLoop {
     /// How long to sleep after a pass: until the next run is due, at most the poll interval;
     /// the whole poll interval when runs are waiting for an event.
     fn sleep_until_due(&self, next: Option<DateTime<Utc>>, waiting_for_event: bool) -> Duration {
-        let now = self.clock.now();
+        let now = self.env.clock.now();
         match next {
             Some(at) if !waiting_for_event => {
                 (at - now).to_std().unwrap_or(Duration::ZERO).min(self.poll)
@@ -162,17 +234,34 @@ impl ClaimLoop {
     /// Shutdown: no more claims. Lets running runs finish within `grace`, then cancels the
     /// rest (they go back to pending for another worker) and waits for them.
     pub(super) async fn drain(mut self, grace: Duration) {
-        tracing::info!(running = self.in_flight.len(), grace = ?grace, "stopping: waiting for running runs");
+        // What never started goes back first, for other replicas to take at once.
+        tracing::debug!(
+            queued = self.queue.len(),
+            "stopping: giving back queued runs"
+        );
+        self.to_release.extend(self.queue.take_all());
+        if !self.to_release.is_empty() {
+            let back = async {
+                let client = self.env.pool.get().await.map_err(pool_error)?;
+                claims::release(&client, &self.env.worker, &self.to_release).await
+            };
+            match back.await {
+                Ok(n) => tracing::info!(runs = n, "gave back claimed runs not started"),
+                Err(e) => tracing::warn!(error = %e, runs = self.to_release.len(),
+                    "cannot give back claimed runs; they are recovered once this worker's heartbeats stop"),
+            }
+        }
+        tracing::info!(running = self.env.in_flight.len(), grace = ?grace, "stopping: waiting for running runs");
         let graceful = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
         if graceful.is_err() {
             tracing::warn!(
-                running = self.in_flight.len(),
+                running = self.env.in_flight.len(),
                 "grace period over: cancelling running runs; they will be retried"
             );
-            self.in_flight.cancel_all(CancelReason::Shutdown);
+            self.env.in_flight.cancel_all(CancelReason::Shutdown);
             while self.tasks.join_next().await.is_some() {}
         }
     }

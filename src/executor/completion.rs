@@ -15,6 +15,8 @@ pub(super) struct Finished {
     pub(super) completion: Completion,
     pub(super) job: String,
     pub(super) took: Duration,
+    /// Recorded already, in the transaction of a SQL task's writes: only observers are told.
+    pub(super) recorded: bool,
 }
 
 /// Writes finished attempts in batches: whatever finished while the previous batch was being
@@ -35,15 +37,20 @@ pub(super) async fn complete_loop(
             completion,
             job,
             took,
+            recorded,
         }) = next.take()
         {
             told.push((job, completion.status, took));
-            batch.push(completion);
-            if batch.len() < 1000 {
+            if !recorded {
+                batch.push(completion);
+            }
+            if told.len() < 1000 {
                 next = rx.try_recv().ok();
             }
         }
-        write_batch(&pool, &worker, &batch).await;
+        if !batch.is_empty() {
+            write_batch(&pool, &worker, &batch).await;
+        }
         if let Some(o) = &observer.0 {
             for (job, status, took) in told.drain(..) {
                 o.finished(&job, status.as_str(), took);

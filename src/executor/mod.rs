@@ -26,6 +26,7 @@ mod execute;
 mod heartbeat;
 mod in_flight;
 mod listen;
+mod local_queue;
 mod materialize;
 mod observer;
 pub mod policy;
@@ -62,6 +63,9 @@ pub struct ExecutorConfig {
     pub heartbeat: Duration,
     /// Runs executing at once in this process.
     pub concurrency: usize,
+    /// The most runs claimed ahead of the free slots, into the local queue (adapted to how fast
+    /// runs finish: none for slow jobs); 0 claims only into free slots.
+    pub prefetch: usize,
     /// On shutdown: how long running runs may take to finish before they are cancelled.
     pub grace: Duration,
     /// Told about runs started and finished here.
@@ -70,7 +74,7 @@ pub struct ExecutorConfig {
 
 impl ExecutorConfig {
     /// The defaults for `database_url`: worker `host/pid`, a 5 s poll, 2 s heartbeats, 32 runs at
-    /// once, 30 s of shutdown grace and no observer.
+    /// once, at most 1,000 claimed ahead, 30 s of shutdown grace and no observer.
     pub fn new(database_url: impl Into<String>) -> Self {
         ExecutorConfig {
             database_url: database_url.into(),
@@ -78,6 +82,7 @@ impl ExecutorConfig {
             poll: Duration::from_secs(5),
             heartbeat: Duration::from_secs(2),
             concurrency: 32,
+            prefetch: 1000,
             grace: Duration::from_secs(30),
             observer: Observer::default(),
         }
@@ -153,17 +158,23 @@ pub async fn run_executor(
         beat_stop.clone(),
     ));
 
-    let mut claims = ClaimLoop {
+    let env = Arc::new(execute::RunEnv {
         pool: pool.clone(),
         databases,
-        clock,
         in_flight,
+        clock,
+        worker: config.worker.clone(),
+    });
+    let mut claims = ClaimLoop {
+        env,
         done: done_tx,
         observer: config.observer.clone(),
-        worker: config.worker.clone(),
         poll: config.poll,
         slots: Arc::new(Semaphore::new(config.concurrency)),
         tasks: tokio::task::JoinSet::new(),
+        queue: local_queue::LocalQueue::new(config.prefetch, config.concurrency),
+        to_release: Vec::new(),
+        more_due: false,
     };
     claims.run(&wake, &shutdown).await;
     // Dropping the claim loop drops the last sender of finished attempts: the completion

@@ -9,7 +9,14 @@ pub struct SqlShape {
     pub statements: usize,
     /// The highest `$n` placeholder used outside quotes and comments (0 when none).
     pub max_param: u32,
+    /// Whether a statement controls the transaction itself (`BEGIN`, `START`, `COMMIT`,
+    /// `END`, `ROLLBACK`, `ABORT`): such SQL cannot run inside the transaction that records
+    /// its run.
+    pub own_transaction: bool,
 }
+
+/// The first keywords of statements that begin or end a transaction.
+const TRANSACTION_CONTROL: &[&str] = &["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"];
 
 /// Scans `sql` for statement count and `$n` use; never fails, even on unterminated quotes.
 pub fn scan_sql(sql: &str) -> SqlShape {
@@ -37,6 +44,16 @@ pub fn scan_sql(sql: &str) -> SqlShape {
                 i + 1
             }
             c if c.is_ascii_whitespace() => i + 1,
+            c if !current_has_content && c.is_ascii_alphabetic() => {
+                current_has_content = true;
+                let end = b[i..]
+                    .iter()
+                    .position(|c| !c.is_ascii_alphabetic())
+                    .map_or(b.len(), |n| i + n);
+                let word = sql[i..end].to_ascii_uppercase();
+                shape.own_transaction |= TRANSACTION_CONTROL.contains(&word.as_str());
+                end
+            }
             _ => {
                 current_has_content = true;
                 i + 1
@@ -154,6 +171,25 @@ mod tests {
             let shape = scan_sql(sql);
             assert_eq!(shape.statements, *statements, "{sql}");
             assert_eq!(shape.max_param, *max_param, "{sql}");
+        }
+    }
+
+    #[test]
+    fn tells_sql_that_controls_its_own_transaction() {
+        let cases: &[(&str, bool)] = &[
+            ("UPDATE t SET a = 1", false),
+            ("BEGIN; UPDATE t SET a = 1; COMMIT", true),
+            ("update t set a = 1; commit;", true),
+            ("START TRANSACTION; SELECT 1", true),
+            ("SELECT 1; ROLLBACK", true),
+            ("-- COMMIT\nSELECT 'COMMIT'", false),
+            ("DO $$ BEGIN PERFORM 1; END $$", false),
+            ("SELECT begin_at FROM t", false),
+            ("/* x */ end", true),
+            ("VACUUM t", false),
+        ];
+        for (sql, own) in cases {
+            assert_eq!(scan_sql(sql).own_transaction, *own, "{sql}");
         }
     }
 }

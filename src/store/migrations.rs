@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "timeouts", include_str!("migrations/0002_timeouts.sql")),
     (3, "executor", include_str!("migrations/0003_executor.sql")),
     (4, "chains", include_str!("migrations/0004_chains.sql")),
+    (5, "queue", include_str!("migrations/0005_queue.sql")),
 ];
 
 /// The latest schema version this binary knows.

@@ -4,6 +4,7 @@
 
 pub mod chains;
 pub mod checks;
+pub mod claims;
 pub mod leader;
 pub mod listener;
 pub mod migrations;

@@ -1,16 +1,11 @@
 //! The executor's SQL: turning ticks into runs, claiming due runs, settling finished ones,
 //! heartbeats, recovering runs whose worker died, and pruning history.
 
-use super::{Context, StoreError, LOCK_CLASS};
-use crate::spec::Runnable;
-use crate::store::states::{RunStatus, RunTrigger, TickPhase};
+use super::{Context, StoreError};
+use crate::store::states::{Effects, RunStatus, RunTrigger, TickPhase};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
-
-/// Serialises claims across replicas, so concurrency policies and `exclusive` are decided on
-/// a consistent view of what runs (a claim transaction takes about a millisecond).
-pub const LOCK_CLAIM: i32 = 3;
 
 /// NOTIFY channels: new or changed runs, changed jobs, cancellation requests.
 pub const CHANNEL_RUNS: &str = "pgsched_runs";
@@ -106,7 +101,7 @@ pub async fn advance_job(
              SELECT $1, $3, t.at, t.at, t.trigger, t.status, t.error,
                     CASE WHEN t.status = 'pending' THEN NULL ELSE now() END
                FROM jsonb_to_recordset($2::jsonb) AS t(at timestamptz, status text, trigger text, error text)
-             ON CONFLICT (job, scheduled_at) DO NOTHING",
+             ON CONFLICT (job, scheduled_at) WHERE scheduled_at IS NOT NULL DO NOTHING",
             &[&job, &Value::Array(rows), &kind],
         )
         .await
@@ -147,169 +142,6 @@ pub async fn has_new_jobs(c: &impl GenericClient) -> Result<bool, StoreError> {
     .get(0))
 }
 
-/// A due pending run, locked for the claim.
-#[derive(Debug, Clone)]
-pub struct PendingRun {
-    /// The run's id.
-    pub id: i64,
-    /// The job row's kind (`Job` or `Chain`), when the job still exists.
-    pub kind: Option<String>,
-    /// The job or chain the run belongs to.
-    pub job: String,
-    /// When the run became due.
-    pub due_at: DateTime<Utc>,
-    /// What made the run: a tick, a catch-up or a trigger.
-    pub trigger: RunTrigger,
-    /// The attempt about to start, from 1.
-    pub attempt: i32,
-    /// The parameters the run was triggered with (the job's defaults are not merged in).
-    pub params: Value,
-    /// The job's spec, `None` when the job no longer exists.
-    pub spec: Option<Value>,
-}
-
-/// A run this worker has claimed and must execute.
-#[derive(Debug, Clone)]
-pub struct ClaimedRun {
-    /// The run's id.
-    pub id: i64,
-    /// The job or chain the run belongs to.
-    pub job: String,
-    /// The attempt this execution is, from 1.
-    pub attempt: i32,
-    /// When the run was due (its start lateness is measured from here).
-    pub due_at: DateTime<Utc>,
-    /// The parameters the run was triggered with (the job's defaults are not merged in).
-    pub params: Value,
-    /// The job's spec as it was when the run was claimed.
-    pub spec: Runnable,
-}
-
-/// What the claim decided for runs that do not start.
-#[derive(Debug, Clone)]
-pub struct Finish {
-    /// The run's id.
-    pub id: i64,
-    /// `Skipped`, `Missed` or `Cancelled`.
-    pub status: RunStatus,
-    /// Why the run did not start, for the run's error column.
-    pub error: String,
-}
-
-/// The claim transaction's view: what runs, and the due candidates (locked, SKIP LOCKED).
-pub struct ClaimView {
-    /// Every running job or chain run: (run id, job, whether the job is `exclusive`).
-    pub running: Vec<(i64, String, bool)>,
-    /// The due pending runs, oldest first, locked for this claim.
-    pub candidates: Vec<PendingRun>,
-}
-
-/// Opens a claim: takes the claim lock, reads what runs and the due candidates.
-pub async fn read_claim_view(
-    tx: &tokio_postgres::Transaction<'_>,
-    now: DateTime<Utc>,
-    limit: i64,
-) -> Result<ClaimView, StoreError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, $2)",
-        &[&LOCK_CLASS, &LOCK_CLAIM],
-    )
-    .await
-    .context("waiting for the claim lock")?;
-    let running = tx
-        .query(
-            "SELECT r.id, r.job, coalesce((j.spec->>'exclusive')::boolean, false)
-               FROM pgsched.runs r LEFT JOIN pgsched.jobs j ON j.name = r.job
-              WHERE r.status = 'running' AND r.kind IN ('Job', 'Chain')",
-            &[],
-        )
-        .await
-        .context("reading running runs")?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let candidates = tx
-        .query(
-            "SELECT r.id, r.job, r.due_at, r.attempt, r.params, j.spec, r.trigger, j.kind
-               FROM pgsched.runs r LEFT JOIN pgsched.jobs j ON j.name = r.job AND j.kind = r.kind
-              WHERE r.status = 'pending' AND r.kind IN ('Job', 'Chain') AND r.due_at <= $1
-              ORDER BY r.due_at, r.id
-              LIMIT $2
-                FOR UPDATE OF r SKIP LOCKED",
-            &[&now, &limit],
-        )
-        .await
-        .context("reading due runs")?
-        .iter()
-        .map(|r| PendingRun {
-            id: r.get(0),
-            job: r.get(1),
-            due_at: r.get(2),
-            attempt: r.get(3),
-            params: r.get(4),
-            spec: r.get(5),
-            trigger: r.get(6),
-            kind: r.get(7),
-        })
-        .collect();
-    Ok(ClaimView {
-        running,
-        candidates,
-    })
-}
-
-/// Writes the claim's decisions: starts, finishes (skipped, missed, cancelled) and
-/// cancellation requests for replaced runs.
-pub async fn write_claim(
-    tx: &tokio_postgres::Transaction<'_>,
-    worker: &str,
-    starts: &[i64],
-    finishes: &[Finish],
-    cancel: &[i64],
-) -> Result<(), StoreError> {
-    if !starts.is_empty() {
-        tx.execute(
-            "UPDATE pgsched.runs SET status = 'running', worker = $2, started_at = now(),
-                    heartbeat_at = now(), cancel_requested = false, finished_at = NULL
-              WHERE id = ANY($1)",
-            &[&starts, &worker],
-        )
-        .await
-        .context("starting runs")?;
-    }
-    if !finishes.is_empty() {
-        let rows: Vec<Value> = finishes
-            .iter()
-            .map(|f| json!({"id": f.id, "status": f.status, "error": f.error}))
-            .collect();
-        tx.execute(
-            "UPDATE pgsched.runs r SET status = f.status, error = f.error, finished_at = now()
-               FROM jsonb_to_recordset($1::jsonb) AS f(id bigint, status text, error text)
-              WHERE r.id = f.id",
-            &[&Value::Array(rows)],
-        )
-        .await
-        .context("recording skipped runs")?;
-    }
-    if !cancel.is_empty() {
-        tx.execute(
-            "UPDATE pgsched.runs SET cancel_requested = true WHERE id = ANY($1) AND status = 'running'",
-            &[&cancel],
-        )
-        .await
-        .context("requesting cancellation")?;
-        for id in cancel {
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&CHANNEL_CANCEL, &id.to_string()],
-            )
-            .await
-            .context("notifying a cancellation")?;
-        }
-    }
-    Ok(())
-}
-
 /// A finished attempt, settled.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -329,42 +161,77 @@ pub struct Completion {
     pub rows_affected: Option<i64>,
     /// For `@after` jobs: when the job is due again.
     pub after_next: Option<(String, DateTime<Utc>)>,
+    /// How a SQL task's writes were committed; `None` for other tasks.
+    pub effects: Option<Effects>,
+    /// How long the run waited in the local queue between its claim and its start: the
+    /// claim records the claim's time as `started_at`, the completion moves it to the start.
+    pub queued: std::time::Duration,
 }
 
-/// Records a batch of finished attempts in one statement. Only runs still held by this worker
-/// are updated: a run recovered as lost by another replica in the meantime is left alone.
+/// Records a batch of finished attempts in one statement, in a transaction of its own; see
+/// [`record`].
 pub async fn complete(
     c: &mut tokio_postgres::Client,
     worker: &str,
     done: &[Completion],
 ) -> Result<(), StoreError> {
-    let rows: Vec<Value> = done
-        .iter()
-        .map(|d| {
-            json!({"id": d.id, "status": d.status, "attempt": d.attempt, "due_at": d.due_at,
-                   "error": d.error, "output": d.output, "rows": d.rows_affected})
-        })
-        .collect();
     let tx = c.transaction().await.context("starting a completion")?;
-    tx.execute(
-        "UPDATE pgsched.runs r
-            SET status = d.status,
-                attempt = d.attempt,
-                due_at = coalesce(d.due_at, r.due_at),
-                finished_at = CASE WHEN d.status = 'pending' THEN NULL ELSE now() END,
-                worker = CASE WHEN d.status = 'pending' THEN NULL ELSE r.worker END,
-                error = d.error, output = d.output, rows_affected = d.rows,
-                cancel_requested = false
-           FROM jsonb_to_recordset($1::jsonb)
-                AS d(id bigint, status text, attempt int, due_at timestamptz, error text, output text, rows bigint)
-          WHERE r.id = d.id AND r.status = 'running' AND r.worker = $2",
-        &[&Value::Array(rows), &worker],
-    )
-    .await
+    record(&tx, worker, done).await?;
+    tx.commit().await.context("committing finished runs")?;
+    Ok(())
+}
+
+/// Records finished attempts in one statement, inside the caller's transaction (a batch's, or
+/// the one a SQL task's writes wait in), and wakes the executors. Only runs still held by this
+/// worker are updated: a run recovered as lost by another replica in the meantime is left
+/// alone. Returns how many were recorded.
+pub async fn record(
+    c: &impl GenericClient,
+    worker: &str,
+    done: &[Completion],
+) -> Result<u64, StoreError> {
+    // One array per column: the statement reads them side by side (cheaper than JSON).
+    let ids: Vec<i64> = done.iter().map(|d| d.id).collect();
+    let statuses: Vec<&str> = done.iter().map(|d| d.status.as_str()).collect();
+    let attempts: Vec<i32> = done.iter().map(|d| d.attempt).collect();
+    let due: Vec<Option<DateTime<Utc>>> = done.iter().map(|d| d.due_at).collect();
+    let errors: Vec<Option<&str>> = done.iter().map(|d| d.error.as_deref()).collect();
+    let outputs: Vec<&str> = done.iter().map(|d| d.output.as_str()).collect();
+    let rows: Vec<Option<i64>> = done.iter().map(|d| d.rows_affected).collect();
+    let queued: Vec<i64> = done
+        .iter()
+        .map(|d| i64::try_from(d.queued.as_micros()).unwrap_or(i64::MAX))
+        .collect();
+    let effects: Vec<Option<&str>> = done
+        .iter()
+        .map(|d| d.effects.map(Effects::as_str))
+        .collect();
+    let recorded = c
+        .execute(
+            "UPDATE pgsched.runs r
+                SET status = d.status,
+                    attempt = d.attempt,
+                    due_at = coalesce(d.due_at, r.due_at),
+                    started_at = CASE WHEN d.status = 'pending' THEN NULL
+                                      ELSE r.started_at + make_interval(secs => d.queued_us / 1e6) END,
+                    finished_at = CASE WHEN d.status = 'pending' THEN NULL ELSE now() END,
+                    worker = CASE WHEN d.status = 'pending' THEN NULL ELSE r.worker END,
+                    error = d.error, output = d.output, rows_affected = d.rows,
+                    cancel_requested = false, effects = d.effects
+               FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[],
+                           $6::text[], $7::bigint[], $8::bigint[], $9::text[])
+                    AS d(id, status, attempt, due_at, error, output, rows, queued_us, effects)
+              WHERE r.id = d.id AND r.status = 'running' AND r.worker = $10",
+            &[
+                &ids, &statuses, &attempts, &due, &errors, &outputs, &rows, &queued, &effects,
+                &worker,
+            ],
+        )
+        .await
     .context("recording finished runs")?;
     for d in done {
         if let Some((job, at)) = &d.after_next {
-            tx.execute(
+            c.execute(
                 "UPDATE pgsched.jobs SET tick_state = 'scheduled', next_run_at = $2
                   WHERE name = $1 AND tick_state = 'after-finish'",
                 &[job, at],
@@ -374,11 +241,10 @@ pub async fn complete(
         }
     }
     // Waiting runs (maxInstances, exclusive, retries) may start now: wake the executors.
-    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL_RUNS])
+    c.execute("SELECT pg_notify($1, '')", &[&CHANNEL_RUNS])
         .await
         .context("notifying executors")?;
-    tx.commit().await.context("committing finished runs")?;
-    Ok(())
+    Ok(recorded)
 }
 
 /// Registers or refreshes this worker, beats for its running runs, and returns the ids of

@@ -158,6 +158,16 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// How a SQL task's writes were committed (`pgsched.runs.effects`).
+    pub enum Effects {
+        /// In the transaction that recorded the run succeeded: exactly once.
+        WithRun = "with-run",
+        /// On their own, before the run was recorded: at least once.
+        Separate = "separate",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +212,14 @@ mod tests {
         let steps = listed(chains, "CHECK (status IN (");
         let triggers = listed(init, "CHECK (trigger IN (");
         let phases = listed(executor, "CHECK (tick_state IN (");
+        let effects = listed(
+            include_str!("migrations/0005_queue.sql"),
+            "CHECK (effects IN (",
+        );
+        assert_eq!(
+            effects,
+            Effects::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()
+        );
         let words = |all: &[&str]| {
             all.iter()
                 .map(std::string::ToString::to_string)

@@ -27,11 +27,29 @@ mod sql;
 
 pub use context::{Outcome, TaskContext, TaskOutcome, OUTPUT_LIMIT};
 pub use program::KILL_GRACE;
-pub use sql::run_sql_on;
+pub use sql::{run_sql_on, HeldTransaction};
 
 use crate::spec::Task;
+use crate::store::states::Effects;
 use limits::Limits;
 use tokio::process::Command;
+
+/// Runs `task` like [`run_task`], except that SQL on the scheduler's own database runs in a
+/// transaction left open on success, for the run's record to commit with it. Returns how a SQL
+/// task's writes are committed (`None` for other tasks) and the open transaction.
+pub async fn run_task_with_run(
+    task: &Task<'_>,
+    ctx: &TaskContext<'_>,
+) -> (TaskOutcome, Option<Effects>, Option<HeldTransaction>) {
+    match task {
+        Task::Sql(sql) => {
+            let limits = Limits::start(ctx);
+            let (outcome, effects, held) = sql::run_sql_with_run(sql, ctx, &limits).await;
+            (outcome, Some(effects), held)
+        }
+        other => (run_task(other, ctx).await, None, None),
+    }
+}
 
 /// Runs `task` to its end, its timeout or its cancellation, whichever comes first.
 pub async fn run_task(task: &Task<'_>, ctx: &TaskContext<'_>) -> TaskOutcome {

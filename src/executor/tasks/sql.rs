@@ -16,6 +16,7 @@ use super::limits::{Interrupt, Limits};
 use crate::spec::sql::scan_sql;
 use crate::store::describe_pg_error;
 use crate::store::session::{self, TransactionState};
+use crate::store::states::Effects;
 use crate::store::tls::Tls;
 
 /// After a cancel request, how long to wait for the server to end the statement.
@@ -49,11 +50,148 @@ where
     run.outcome
 }
 
+/// A SQL task's transaction, left open after its SQL succeeded so that the run's record is
+/// written in it: [`HeldTransaction::commit`] commits both. Dropped without a commit, its
+/// connection is closed, and the server rolls the SQL's writes back.
+pub struct HeldTransaction {
+    object: Option<deadpool_postgres::Object>,
+}
+
+impl HeldTransaction {
+    /// The connection the transaction is open on.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        self.object.as_ref().expect("held until committed")
+    }
+
+    /// Commits the SQL's writes and whatever was written here since.
+    pub async fn commit(mut self) -> Result<(), tokio_postgres::Error> {
+        let object = self.object.take().expect("held until committed");
+        let committed = session::commit(&object).await;
+        if committed.is_err() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+        committed
+    }
+}
+
+impl HeldTransaction {
+    /// Rolls the SQL's writes back; the connection goes back to the pool if that worked.
+    async fn roll_back(mut self) {
+        let object = self.object.take().expect("held until committed");
+        if session::rollback(&object).await.is_err() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
+}
+
+impl Drop for HeldTransaction {
+    fn drop(&mut self) {
+        // Never hand a connection inside a transaction back to the pool.
+        if let Some(object) = self.object.take() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
+}
+
+/// A SQL task on the scheduler's own database, its writes to commit with its run: the SQL runs
+/// in a transaction that is returned open when it succeeded ([`HeldTransaction`]) and rolled
+/// back when it did not. SQL that controls its own transaction, that PostgreSQL refuses to run
+/// in a transaction block (`VACUUM`, `CREATE INDEX CONCURRENTLY`, a procedure that commits), and
+/// SQL on another Connection run as before, committed apart from the run.
+pub(super) async fn run_sql_with_run(
+    sql: &str,
+    ctx: &TaskContext<'_>,
+    limits: &Limits,
+) -> (TaskOutcome, Effects, Option<HeldTransaction>) {
+    if ctx.database.is_some() || scan_sql(sql).own_transaction {
+        return (
+            run_sql_pooled(sql, ctx, limits).await,
+            Effects::Separate,
+            None,
+        );
+    }
+    let (object, tls) = match limits.bounded(ctx.databases.get(None)).await {
+        Err(interrupt) => {
+            return (
+                limits.outcome(interrupt, String::new()),
+                Effects::WithRun,
+                None,
+            )
+        }
+        Ok(Err(e)) => {
+            return (
+                TaskOutcome::failed(e.to_string(), String::new()),
+                Effects::WithRun,
+                None,
+            )
+        }
+        Ok(Ok(got)) => got,
+    };
+    let held = HeldTransaction {
+        object: Some(object),
+    };
+    if let Err(e) = session::begin(held.client()).await {
+        return (
+            TaskOutcome::failed(describe_pg_error(&e), String::new()),
+            Effects::WithRun,
+            None,
+        );
+    }
+    let run = execute_sql(held.client(), &tls, sql, ctx.params, limits).await;
+    if run.interrupted {
+        // Dropping `held` closes the connection: a late cancel request hits nothing.
+        return (run.outcome, Effects::WithRun, None);
+    }
+    match (
+        run.outcome.status,
+        session::transaction_state(held.client()).await,
+    ) {
+        (Outcome::Succeeded, Ok(TransactionState::InBlock)) => {
+            (run.outcome, Effects::WithRun, Some(held))
+        }
+        (Outcome::Failed, _) if refused_in_transaction(run.error_code.as_ref()) => {
+            // Nothing ran: run it the way it can run, committed apart from the run.
+            held.roll_back().await;
+            (
+                run_sql_pooled(sql, ctx, limits).await,
+                Effects::Separate,
+                None,
+            )
+        }
+        (Outcome::Succeeded, Ok(_)) => {
+            // Cannot happen (own transaction control takes the other path); say so if it does.
+            let outcome = TaskOutcome::failed(
+                "the SQL ended the run's transaction; what it wrote until then may be committed",
+                run.outcome.output,
+            );
+            (outcome, Effects::Separate, None)
+        }
+        (_, Err(e)) => (
+            TaskOutcome::failed(describe_pg_error(&e), run.outcome.output),
+            Effects::WithRun,
+            None,
+        ),
+        // A failed attempt: its writes are rolled back.
+        _ => {
+            held.roll_back().await;
+            (run.outcome, Effects::WithRun, None)
+        }
+    }
+}
+
+/// Errors of SQL that PostgreSQL runs only outside a transaction block.
+fn refused_in_transaction(code: Option<&SqlState>) -> bool {
+    matches!(code, Some(c) if *c == SqlState::ACTIVE_SQL_TRANSACTION
+        || *c == SqlState::INVALID_TRANSACTION_TERMINATION)
+}
+
 /// A SQL outcome, and whether the statement had to be interrupted (after which the
 /// connection may still receive a late cancel request).
 struct SqlRun {
     outcome: TaskOutcome,
     interrupted: bool,
+    /// The SQLSTATE of the error the SQL failed with.
+    error_code: Option<SqlState>,
 }
 
 /// A SQL task on a pooled connection of the task's database.
@@ -109,6 +247,7 @@ async fn execute_sql(
     let finished = |outcome| SqlRun {
         outcome,
         interrupted: false,
+        error_code: None,
     };
     if let Some(remaining) = limits.remaining() {
         if remaining.is_zero() {
@@ -123,7 +262,10 @@ async fn execute_sql(
     tokio::pin!(work);
     let interrupt = tokio::select! {
         biased;
-        result = &mut work => return finished(sql_outcome(result, limits)),
+        result = &mut work => {
+            let error_code = result.as_ref().err().and_then(|e| e.code().cloned());
+            return SqlRun { error_code, ..finished(sql_outcome(result, limits)) };
+        }
         interrupt = limits.interrupted() => interrupt,
     };
     // Dropping the query would leave the backend running it: ask the server to cancel, and
@@ -138,6 +280,7 @@ async fn execute_sql(
     SqlRun {
         outcome: limits.outcome(interrupt, String::new()),
         interrupted: true,
+        error_code: None,
     }
 }
 
