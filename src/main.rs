@@ -60,16 +60,8 @@ enum Command {
     /// execute due runs, expire Timeouts, write status files and serve /healthz, /readyz and
     /// /metrics, until SIGTERM or SIGINT.
     Run(RunArgs),
-    /// Enqueue an on-demand run of a job.
-    Trigger {
-        name: String,
-        /// Parameters as a JSON object, overlaid on the job's `params`.
-        #[arg(long, default_value = "{}")]
-        params: String,
-        /// When to run (RFC 3339); default now.
-        #[arg(long)]
-        at: Option<String>,
-    },
+    /// Enqueue an on-demand run of a job, or one run per line of a --params-file.
+    Trigger(TriggerArgs),
     /// Jobs, chains and timeouts with their last and next run.
     Status {
         name: Option<String>,
@@ -90,6 +82,29 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `pgsched trigger`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+struct TriggerArgs {
+    /// The job or chain.
+    name: String,
+    /// Parameters as a JSON object, overlaid on the job's `params` (default `{}`).
+    #[arg(long, conflicts_with = "params_file")]
+    params: Option<String>,
+    /// One run per line of this file, each line a JSON object of parameters (blank lines
+    /// skipped; `-` reads standard input). The whole file is checked first: a bad line
+    /// enqueues nothing. The runs are enqueued in one transaction, all or none.
+    #[arg(long, value_name = "FILE")]
+    params_file: Option<PathBuf>,
+    /// Parameter sets per `pgsched.trigger_many` call with --params-file.
+    #[arg(long, value_name = "N", requires = "params_file",
+          default_value_t = store::report::TRIGGER_BATCH,
+          value_parser = parse_batch_size)]
+    batch_size: usize,
+    /// When to run (RFC 3339), every run with --params-file; default now.
+    #[arg(long)]
+    at: Option<String>,
 }
 
 /// `pgsched run`'s flags.
@@ -186,9 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate => Ok(validate(&cli.dir)),
         Command::Schema { out } => schema(out),
         Command::Run(args) => runtime()?.block_on(sidecar(&cli, args)),
-        Command::Trigger { name, params, at } => {
-            runtime()?.block_on(trigger(&cli, &name, &params, at))
-        }
+        Command::Trigger(args) => runtime()?.block_on(trigger(&cli, args)),
         Command::Status { name, output } => runtime()?.block_on(status(&cli, name, output)),
         Command::Runs {
             name,
@@ -322,37 +335,82 @@ async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {
     std::process::exit(130);
 }
 
-/// `pgsched trigger`: enqueues one run.
-async fn trigger(
-    cli: &Cli,
-    name: &str,
-    params: &str,
-    at: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let params: serde_json::Value =
-        serde_json::from_str(params).map_err(|e| anyhow::anyhow!("--params is not JSON: {e}"))?;
+/// `pgsched trigger`: enqueues one run, or one per line of `--params-file`.
+async fn trigger(cli: &Cli, args: TriggerArgs) -> anyhow::Result<ExitCode> {
+    let at = args.at.as_deref().map(parse_at).transpose()?;
+    if let Some(file) = &args.params_file {
+        return trigger_file(cli, &args.name, file, at, args.batch_size).await;
+    }
+    let params: serde_json::Value = serde_json::from_str(args.params.as_deref().unwrap_or("{}"))
+        .map_err(|e| anyhow::anyhow!("--params is not JSON: {e}"))?;
     if !params.is_object() {
         anyhow::bail!("--params must be a JSON object, like '{{\"user_id\": 42}}'");
     }
-    let at = at
-        .map(|t| {
-            chrono::DateTime::parse_from_rfc3339(&t)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "--at {t:?} is not an RFC 3339 time ({e}), e.g. 2026-11-22T10:00:00Z"
-                    )
-                })
-        })
-        .transpose()?;
     let (mut client, _server) = open_database(cli).await?;
     pgsched::store::migrations::migrate(&mut client).await?;
+    let name = &args.name;
     let id = store::report::trigger(&client, name, &params, at).await?;
     match at {
         Some(at) => println!("run {id} of {name} enqueued for {}", at.to_rfc3339()),
         None => println!("run {id} of {name} enqueued"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pgsched trigger --params-file`: the file checked whole, then its runs enqueued in one
+/// transaction, `batch` per `pgsched.trigger_many` call.
+async fn trigger_file(
+    cli: &Cli,
+    name: &str,
+    file: &Path,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    batch: usize,
+) -> anyhow::Result<ExitCode> {
+    // Before connecting: a bad file is reported without touching the database.
+    let sets = match cli::params_file::read(file)? {
+        Ok(sets) => sets,
+        Err(bad) => {
+            cli::params_file::print_bad_lines(file, &bad);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (mut client, _server) = open_database(cli).await?;
+    pgsched::store::migrations::migrate(&mut client).await?;
+    let started = std::time::Instant::now();
+    let ids = store::report::trigger_in_batches(&mut client, name, &sets, at, batch).await?;
+    let took = started.elapsed();
+    let when = at
+        .map(|at| format!(" for {}", at.to_rfc3339()))
+        .unwrap_or_default();
+    match (ids.first(), ids.last()) {
+        (Some(first), Some(last)) => println!(
+            "{} of {name} enqueued{when}: first id {first}, last id {last}, in {:.3} s ({:.0} runs/s)",
+            counted(ids.len(), "run"),
+            took.as_secs_f64(),
+            runs_per_second(ids.len(), took),
+        ),
+        _ => println!(
+            "0 runs of {name} enqueued: {} holds no parameter sets",
+            cli::params_file::display_name(file)
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--at` as a time.
+fn parse_at(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--at {text:?} is not an RFC 3339 time ({e}), e.g. 2026-11-22T10:00:00Z"
+            )
+        })
+}
+
+/// A rate for people: a count over a duration, never a division by zero.
+fn runs_per_second(runs: usize, took: std::time::Duration) -> f64 {
+    runs as f64 / took.as_secs_f64().max(1e-9)
 }
 
 /// `pgsched status`: every object (or one) with its last and next run, and who leads.
@@ -393,6 +451,13 @@ async fn runs(cli: &Cli, name: &str, limit: i64, output: Output) -> anyhow::Resu
         Output::Text => print_runs(&runs),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_batch_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) | Err(_) => Err("must be a whole number from 1 (e.g. 10000)".into()),
+        Ok(n) => Ok(n),
+    }
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {

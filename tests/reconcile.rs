@@ -409,9 +409,10 @@ async fn two_applies_at_once_leave_a_consistent_state() {
         .await
         .unwrap()
         .get(0);
+    // Every migration once; versions may leave gaps, so count them rather than take the last.
     assert_eq!(
         migrations,
-        i64::from(pgsched::store::migrations::latest_version())
+        i64::try_from(pgsched::store::migrations::MIGRATIONS.len()).unwrap()
     );
 }
 

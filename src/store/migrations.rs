@@ -5,12 +5,20 @@
 use super::{Context, StoreError, LOCK_CLASS, LOCK_MIGRATE};
 
 /// (version, name, SQL), in order. Append only: a released migration is never edited.
+/// Versions grow along the list but may leave gaps: branches written side by side take numbers
+/// of their own (6 was written while 5 was), and [`migrate`] applies every missing one in list
+/// order, so a number merged later is applied wherever it is missing.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "timeouts", include_str!("migrations/0002_timeouts.sql")),
     (3, "executor", include_str!("migrations/0003_executor.sql")),
     (4, "chains", include_str!("migrations/0004_chains.sql")),
     (5, "queue", include_str!("migrations/0005_queue.sql")),
+    (
+        6,
+        "bulk_enqueue",
+        include_str!("migrations/0006_bulk_enqueue.sql"),
+    ),
 ];
 
 /// The latest schema version this binary knows.
@@ -77,4 +85,25 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, St
     }
     tx.commit().await.context("committing migrations")?;
     Ok(now_applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Gaps are allowed, disorder is not: [`super::latest_version`] takes the last entry as the
+    /// newest, and `migrate` applies the list in order.
+    #[test]
+    fn versions_increase_along_the_list() {
+        for pair in MIGRATIONS.windows(2) {
+            assert!(
+                pair[0].0 < pair[1].0,
+                "migration {} ({}) is listed before {} ({})",
+                pair[0].0,
+                pair[0].1,
+                pair[1].0,
+                pair[1].1
+            );
+        }
+    }
 }

@@ -1,4 +1,6 @@
-//! Read-only queries behind `pgsched status`, `pgsched runs` and `pgsched trigger`.
+//! The queries behind `pgsched status` and `pgsched runs` (read-only), and behind
+//! `pgsched trigger`, which enqueues runs (one through `pgsched.trigger`, many through
+//! `pgsched.trigger_many`).
 
 use super::states::{RunStatus, RunTrigger};
 use super::{Context, StoreError};
@@ -322,6 +324,61 @@ pub async fn trigger(
     .await
     .context(format!("triggering {job}"))?
     .get(0))
+}
+
+/// How many parameter sets `pgsched trigger --params-file` passes to one [`trigger_many`] call:
+/// large enough that the round trip is a small part of each batch's time (enqueueing 10,000
+/// runs takes tens of milliseconds), small enough that one batch's parameters and ids stay a few
+/// megabytes in the client and the server whatever the file's size.
+pub const TRIGGER_BATCH: usize = 10_000;
+
+/// Enqueues one on-demand run per parameter set through `pgsched.trigger_many`, with one INSERT
+/// and one NOTIFY on `pgsched_runs` (none for an empty slice), in `c`'s transaction if it is
+/// one; returns the run ids in the order of `params`. Each set must be a JSON object, and the
+/// job must exist (the errors of `pgsched.trigger`, with the SQLSTATE in
+/// [`StoreError::code`]); `at` (default now) is when every run is due.
+pub async fn trigger_many(
+    c: &impl GenericClient,
+    job: &str,
+    params: &[serde_json::Value],
+    at: Option<DateTime<Utc>>,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(c.query_one(
+        "SELECT pgsched.trigger_many($1, $2::jsonb[], coalesce($3, now()))",
+        &[&job, &params, &at],
+    )
+    .await
+    .context(format!("triggering {} runs of {job}", params.len()))?
+    .get(0))
+}
+
+/// Enqueues one run per parameter set, `batch` sets (the command line's default:
+/// [`TRIGGER_BATCH`]) per [`trigger_many`] call, all in one transaction: the runs are enqueued all or none (a failed
+/// batch rolls back the ones before it), and no executor sees, or is woken for, any of them
+/// before the last is in. Returns the ids in the order of `params`. An empty `params` still
+/// asks the database once, so an unknown job is an error whatever the list holds.
+pub async fn trigger_in_batches(
+    client: &mut tokio_postgres::Client,
+    job: &str,
+    params: &[serde_json::Value],
+    at: Option<DateTime<Utc>>,
+    batch: usize,
+) -> Result<Vec<i64>, StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .context(format!("starting to enqueue runs of {job}"))?;
+    let mut ids = Vec::with_capacity(params.len());
+    if params.is_empty() {
+        trigger_many(&tx, job, params, at).await?;
+    }
+    for chunk in params.chunks(batch.max(1)) {
+        ids.extend(trigger_many(&tx, job, chunk, at).await?);
+    }
+    tx.commit()
+        .await
+        .context(format!("committing {} runs of {job}", params.len()))?;
+    Ok(ids)
 }
 
 /// Runs due and waiting for a worker: the backlog /metrics reports.

@@ -137,7 +137,7 @@ text_enum! {
         Schedule = "schedule",
         /// A tick missed while no replica ran, run late (`missedRuns: RunOnce` or `RunAll`).
         Catchup = "catchup",
-        /// `pgsched trigger` or `pgsched.trigger(...)`.
+        /// `pgsched trigger`, `pgsched.trigger(...)` or `pgsched.trigger_many(...)`.
         Manual = "manual",
         /// A Timeout's expiry batch.
         Timeout = "timeout",
