@@ -5,6 +5,7 @@ use super::{Context, StoreError};
 use crate::store::states::{Effects, RunStatus, RunTrigger, TickPhase};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 /// NOTIFY channels: new or changed runs, changed jobs, cancellation requests.
@@ -168,23 +169,27 @@ pub struct Completion {
     pub queued: std::time::Duration,
 }
 
-/// Records a batch of finished attempts in one statement, in a transaction of its own; see
-/// [`record`].
+/// Records a batch of finished attempts in one statement, in a transaction of its own (see
+/// [`record`]), and wakes the executors; an empty batch (its runs recorded with their SQL
+/// task's writes) only wakes them.
 pub async fn complete(
     c: &mut tokio_postgres::Client,
     worker: &str,
     done: &[Completion],
 ) -> Result<(), StoreError> {
     let tx = c.transaction().await.context("starting a completion")?;
-    record(&tx, worker, done).await?;
+    if !done.is_empty() {
+        record(&tx, worker, done).await?;
+    }
+    wake_executors(&tx).await?;
     tx.commit().await.context("committing finished runs")?;
     Ok(())
 }
 
 /// Records finished attempts in one statement, inside the caller's transaction (a batch's, or
-/// the one a SQL task's writes wait in), and wakes the executors. Only runs still held by this
-/// worker are updated: a run recovered as lost by another replica in the meantime is left
-/// alone. Returns how many were recorded.
+/// the one a SQL task's writes wait in). Only runs still held by this worker are updated: a run
+/// recovered as lost by another replica in the meantime is left alone. Returns how many were
+/// recorded. Does not wake the executors: see [`wake_executors`].
 pub async fn record(
     c: &impl GenericClient,
     worker: &str,
@@ -207,7 +212,7 @@ pub async fn record(
         .map(|d| d.effects.map(Effects::as_str))
         .collect();
     let recorded = c
-        .execute(
+        .execute_typed(
             "UPDATE pgsched.runs r
                 SET status = d.status,
                     attempt = d.attempt,
@@ -221,10 +226,20 @@ pub async fn record(
                FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[],
                            $6::text[], $7::bigint[], $8::bigint[], $9::text[])
                     AS d(id, status, attempt, due_at, error, output, rows, queued_us, effects)
-              WHERE r.id = d.id AND r.status = 'running' AND r.worker = $10",
+              -- `status || ''`: not the partial index of running runs, whose dead entries a
+              -- drain piles up faster than vacuum clears them; each row by its primary key.
+              WHERE r.id = d.id AND r.worker = $10 AND r.status || '' = 'running'",
             &[
-                &ids, &statuses, &attempts, &due, &errors, &outputs, &rows, &queued, &effects,
-                &worker,
+                (&ids, Type::INT8_ARRAY),
+                (&statuses, Type::TEXT_ARRAY),
+                (&attempts, Type::INT4_ARRAY),
+                (&due, Type::TIMESTAMPTZ_ARRAY),
+                (&errors, Type::TEXT_ARRAY),
+                (&outputs, Type::TEXT_ARRAY),
+                (&rows, Type::INT8_ARRAY),
+                (&queued, Type::INT8_ARRAY),
+                (&effects, Type::TEXT_ARRAY),
+                (&worker, Type::TEXT),
             ],
         )
         .await
@@ -240,11 +255,16 @@ pub async fn record(
             .context("scheduling an @after job")?;
         }
     }
-    // Waiting runs (maxInstances, exclusive, retries) may start now: wake the executors.
+    Ok(recorded)
+}
+
+/// Wakes the executors after runs finished: waiting runs (maxInstances, exclusive, retries)
+/// may start now. Once per batch of finished runs, not once per run.
+pub async fn wake_executors(c: &impl GenericClient) -> Result<(), StoreError> {
     c.execute("SELECT pg_notify($1, '')", &[&CHANNEL_RUNS])
         .await
         .context("notifying executors")?;
-    Ok(recorded)
+    Ok(())
 }
 
 /// Registers or refreshes this worker, beats for its running runs, and returns the ids of

@@ -142,14 +142,11 @@ pub(super) async fn run_sql_with_run(
         // Dropping `held` closes the connection: a late cancel request hits nothing.
         return (run.outcome, Effects::WithRun, None);
     }
-    match (
-        run.outcome.status,
-        session::transaction_state(held.client()).await,
-    ) {
-        (Outcome::Succeeded, Ok(TransactionState::InBlock)) => {
-            (run.outcome, Effects::WithRun, Some(held))
-        }
-        (Outcome::Failed, _) if refused_in_transaction(run.error_code.as_ref()) => {
+    // SQL without transaction control cannot end the transaction: a procedure or a DO block
+    // that commits fails inside one (and is run apart, below). So a success leaves it open.
+    match run.outcome.status {
+        Outcome::Succeeded => (run.outcome, Effects::WithRun, Some(held)),
+        Outcome::Failed if refused_in_transaction(run.error_code.as_ref()) => {
             // Nothing ran: run it the way it can run, committed apart from the run.
             held.roll_back().await;
             (
@@ -158,19 +155,6 @@ pub(super) async fn run_sql_with_run(
                 None,
             )
         }
-        (Outcome::Succeeded, Ok(_)) => {
-            // Cannot happen (own transaction control takes the other path); say so if it does.
-            let outcome = TaskOutcome::failed(
-                "the SQL ended the run's transaction; what it wrote until then may be committed",
-                run.outcome.output,
-            );
-            (outcome, Effects::Separate, None)
-        }
-        (_, Err(e)) => (
-            TaskOutcome::failed(describe_pg_error(&e), run.outcome.output),
-            Effects::WithRun,
-            None,
-        ),
         // A failed attempt: its writes are rolled back.
         _ => {
             held.roll_back().await;
