@@ -392,3 +392,102 @@ async fn a_clean_stop_gives_back_the_runs_it_claimed_but_did_not_start() {
         .get(0);
     assert!(pending > 0, "the backlog's rest is pending again");
 }
+
+/// The largest number of `spans` of `job` open at one instant.
+async fn most_at_once(client: &Client, job: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT coalesce(max(n), 0) FROM (
+                 SELECT (SELECT count(*) FROM spans o WHERE o.job = s.job AND o.t0 <= s.t0 AND o.t1 > s.t0) AS n
+                   FROM spans s WHERE s.job = $1) x",
+            &[&job],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_and_max_instances_hold_across_replicas_claiming_side_by_side() {
+    let db = common::fresh_db().await;
+    let mut client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE spans (job text NOT NULL, t0 timestamptz NOT NULL, t1 timestamptz NOT NULL)")
+        .await
+        .unwrap();
+    // Each run records when it ran: from its transaction's start to just before its record.
+    let span = |name: &str, seconds: f64, extra: &str| {
+        job(
+            name,
+            &format!(
+                "  concurrencyPolicy: Allow\n{extra}  sql: SELECT pg_sleep({seconds}); INSERT INTO spans VALUES ('{name}', now(), clock_timestamp())\n"
+            ),
+        )
+    };
+    // The exclusive runs last long enough (3 x 0.4 s) to be seen running by a poll.
+    let specs = Specs::with(&[
+        ("free.yaml", &span("free", 0.05, "")),
+        ("alone.yaml", &span("alone", 0.4, "  exclusive: true\n")),
+        ("two.yaml", &span("two", 0.05, "  maxInstances: 2\n")),
+    ]);
+    apply_specs(&mut client, &specs).await;
+    let replicas: Vec<Executor> = (0..2)
+        .map(|i| Executor::start(&db.url, &format!("w/{i}"), |c| c.concurrency = 4))
+        .collect();
+    // An exclusive run first; once it runs, everything else arrives and must wait for it.
+    client
+        .batch_execute("SELECT pgsched.trigger('alone') FROM generate_series(1, 3)")
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "SELECT count(*) FROM pgsched.runs WHERE job = 'alone' AND status = 'running'",
+        |n| n >= 1,
+        Duration::from_secs(20),
+    )
+    .await;
+    client
+        .batch_execute(
+            "SELECT pgsched.trigger(CASE WHEN g % 10 = 0 THEN 'alone' WHEN g % 2 = 0 THEN 'two' ELSE 'free' END)
+               FROM generate_series(1, 57) g",
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "SELECT count(*) FROM pgsched.runs WHERE status NOT IN ('pending', 'running')",
+        |n| n == 60,
+        Duration::from_secs(60),
+    )
+    .await;
+    for r in replicas {
+        r.stop().await;
+    }
+    let statuses: Vec<(String, i64)> = client
+        .query("SELECT status, count(*) FROM pgsched.runs GROUP BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(statuses, vec![("succeeded".to_string(), 60)]);
+    let overlapping_alone: i64 = client
+        .query_one(
+            "SELECT count(*) FROM spans a JOIN spans o ON o.ctid <> a.ctid
+                 AND o.t0 < a.t1 AND a.t0 < o.t1
+              WHERE a.job = 'alone'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(overlapping_alone, 0, "an exclusive run ran beside another");
+    assert!(
+        most_at_once(&client, "two").await <= 2,
+        "maxInstances: 2 held"
+    );
+    assert!(
+        most_at_once(&client, "free").await > 1,
+        "free runs ran side by side (the test would prove nothing otherwise)"
+    );
+}

@@ -1,7 +1,8 @@
 //! One claim: a batch of runs of free jobs in one statement ([`claims::claim_free`]); and,
-//! when runs that need a decision are due, a deciding claim: under the claim lock, reads the due runs and what is running, lets
-//! the concurrency policies decide each candidate (start, wait, skip, miss, cancel), and
-//! records the decisions in the same transaction.
+//! when runs that need a decision are due, a deciding claim: reads those runs, takes the lock
+//! their decision needs (see [`claims::read_claim_view`]) and what is running, lets the
+//! concurrency policies decide each candidate (start, wait, skip, miss, cancel), and records
+//! the decisions in the same transaction.
 
 use chrono::{DateTime, Utc};
 

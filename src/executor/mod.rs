@@ -6,8 +6,9 @@
 //! delays a run by at most the poll interval. After a connection loss or a server restart it
 //! reconnects with back-off, resubscribes and looks at everything again. Each tick becomes one
 //! run however many replicas run (compare-and-set on the job plus a unique (job, tick)), and a
-//! run is claimed by one of them (`FOR UPDATE SKIP LOCKED` under a short claim lock, so
-//! concurrency policies see a consistent picture of what runs).
+//! run is claimed by one of them (`FOR UPDATE SKIP LOCKED`: runs of free jobs in batches into
+//! a local queue, the others decided under a lock per job, or the claim lock for `exclusive`,
+//! so concurrency policies see a consistent picture of what runs).
 //!
 //! This file is the executor's public face (its config, its errors, [`run_executor`]) and
 //! the wiring of its loops, each in a module of its own: the claim loop (`claim_loop`, with one

@@ -2,9 +2,10 @@
 //! decision (`claim_class = 'free'`: Allow, no maxInstances, not exclusive, no
 //! startingDeadline) are claimed in batches by [`claim_free`], one statement under the claim
 //! lock taken *shared*, so replicas claiming at once do not wait for one another. The others
-//! are decided by the concurrency policies on a [`ClaimView`] read under the claim lock taken
-//! exclusively ([`read_claim_view`], [`write_claim`]), as rare as they are. Also giving back
-//! claimed runs this worker did not start ([`release`]).
+//! are decided by the concurrency policies on a [`ClaimView`] read under the narrowest lock
+//! that keeps them: a lock per job, or the claim lock exclusively for `exclusive` jobs
+//! ([`read_claim_view`], [`write_claim`]). Also giving back claimed runs this worker did not
+//! start ([`release`]).
 
 use std::sync::Arc;
 
@@ -16,10 +17,15 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_postgres::types::{ToSql, Type};
 
-/// The claim lock: taken shared by batch claims of free runs, exclusively by claims that
-/// decide policies, so that `exclusive` and the policies see a consistent picture of what
-/// runs, while batch claims never wait for each other.
+/// The claim lock: taken shared by batch claims of free runs and by claims deciding `policy`
+/// jobs, exclusively by claims deciding `exclusive` jobs, so that an exclusive run starts only
+/// on a consistent picture of everything that runs, while other claims never wait for each
+/// other (deciding claims of one job wait for each other on the job's lock).
 pub const LOCK_CLAIM: i32 = 3;
+
+/// First key of the per-job locks a deciding claim takes (the second is the hash of the job's
+/// name): "pgsj".
+pub const LOCK_CLASS_JOB: i32 = 0x7067_736a;
 
 /// A due pending run, locked for the claim.
 #[derive(Debug, Clone)]
@@ -40,6 +46,8 @@ pub struct PendingRun {
     pub params: Value,
     /// The job's spec, `None` when the job no longer exists.
     pub spec: Option<Value>,
+    /// Whether the job is `exclusive` (its `claim_class`).
+    pub exclusive: bool,
 }
 
 /// A run this worker has claimed and must execute.
@@ -79,24 +87,26 @@ pub struct ClaimView {
     pub candidates: Vec<PendingRun>,
 }
 
-/// Opens a deciding claim: takes the claim lock exclusively, reads the due candidates that
-/// need a decision (runs of `policy` and `exclusive` jobs, looked up job by job so that a
-/// backlog of free runs is not read), then what the policies need to know of what runs: the
-/// running runs of the candidates' jobs and of exclusive jobs, and whether anything else runs.
+/// Opens a deciding claim: reads the due candidates that need a decision (runs of `policy` and
+/// `exclusive` jobs, looked up job by job so that a backlog of free runs is not read, locked
+/// with SKIP LOCKED), takes the narrowest lock that makes the decision safe, then reads what
+/// the policies need to know of what runs: the running runs of the candidates' jobs and of
+/// exclusive jobs, and whether anything else runs.
+///
+/// The lock: for runs of `policy` jobs, the claim lock shared (so that no exclusive run starts
+/// meanwhile) and a lock per job, so that claims deciding different jobs go side by side; when
+/// a candidate is `exclusive`, the claim lock exclusively, which waits for every other claim.
+/// Locks are taken in one order (the claim lock, then the jobs' locks by key), so two claims
+/// never wait for each other in a circle.
 pub async fn read_claim_view(
     tx: &tokio_postgres::Transaction<'_>,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<ClaimView, StoreError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, $2)",
-        &[&LOCK_CLASS, &LOCK_CLAIM],
-    )
-    .await
-    .context("waiting for the claim lock")?;
     let candidates: Vec<PendingRun> = tx
         .query(
-            "SELECT r.id, r.job, r.due_at, r.attempt, r.params, j.spec, r.trigger, j.kind
+            "SELECT r.id, r.job, r.due_at, r.attempt, r.params, j.spec, r.trigger, j.kind,
+                    j.claim_class = 'exclusive'
                FROM pgsched.jobs j CROSS JOIN LATERAL (
                     SELECT * FROM pgsched.runs r
                      WHERE r.job = j.name AND r.kind = j.kind AND r.status = 'pending'
@@ -121,6 +131,7 @@ pub async fn read_claim_view(
             spec: r.get(5),
             trigger: r.get(6),
             kind: r.get(7),
+            exclusive: r.get::<_, Option<bool>>(8).unwrap_or(false),
         })
         .collect();
     if candidates.is_empty() {
@@ -129,6 +140,7 @@ pub async fn read_claim_view(
             candidates,
         });
     }
+    lock_for_decision(tx, &candidates).await?;
     let jobs: Vec<&str> = candidates.iter().map(|c| c.job.as_str()).collect();
     // UNION, not UNION ALL: the one other run may be one of the first part's.
     let running = tx
@@ -153,6 +165,38 @@ pub async fn read_claim_view(
         running,
         candidates,
     })
+}
+
+/// Takes the lock a decision about `candidates` needs (see [`read_claim_view`]).
+async fn lock_for_decision(
+    tx: &tokio_postgres::Transaction<'_>,
+    candidates: &[PendingRun],
+) -> Result<(), StoreError> {
+    if candidates.iter().any(|c| c.exclusive) {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[&LOCK_CLASS, &LOCK_CLAIM],
+        )
+        .await
+        .context("waiting for the claim lock")?;
+        return Ok(());
+    }
+    let jobs: Vec<&str> = candidates.iter().map(|c| c.job.as_str()).collect();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1, $2)",
+        &[&LOCK_CLASS, &LOCK_CLAIM],
+    )
+    .await
+    .context("waiting for the claim lock")?;
+    // In key order: the aggregate takes its input in the subquery's order.
+    tx.execute(
+        "SELECT count(pg_advisory_xact_lock($1, k))
+           FROM (SELECT DISTINCT hashtext(j) AS k FROM unnest($2::text[]) j ORDER BY 1) keys",
+        &[&LOCK_CLASS_JOB, &jobs],
+    )
+    .await
+    .context("waiting for the jobs' locks")?;
+    Ok(())
 }
 
 /// Writes the claim's decisions: starts, finishes (skipped, missed, cancelled) and
