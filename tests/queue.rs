@@ -491,3 +491,26 @@ async fn exclusive_and_max_instances_hold_across_replicas_claiming_side_by_side(
         "free runs ran side by side (the test would prove nothing otherwise)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_job_is_gone_is_cancelled_not_started() {
+    let db = common::fresh_db().await;
+    let mut client = db.connect().await;
+    pgsched::store::migrations::migrate(&mut client).await.unwrap();
+    // A run left behind by a job deleted by hand (a prune deletes the job, not its history).
+    let id: i64 = client
+        .query_one(
+            "INSERT INTO pgsched.runs (job, trigger) VALUES ('gone', 'manual') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let exec = Executor::start(&db.url, "w/1", |_| {});
+    let (status, effects, error) = finished(&client, id).await;
+    exec.stop().await;
+    assert_eq!(
+        (status.as_str(), effects, error.as_deref()),
+        ("cancelled", None, Some("the job no longer exists"))
+    );
+}

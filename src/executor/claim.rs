@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::policy::{self, Candidate, Decision, Running};
 use super::pool::pool_error;
 use crate::spec::Runnable;
-use crate::store::claims::{self, ClaimView, ClaimedRun, Finish, PendingRun, Unstartable};
+use crate::store::claims::{self, ClaimView, ClaimedRun, Finish, PendingRun, UnstartableRun};
 use crate::store::states::{RunStatus, RunTrigger};
 use crate::store::{Context, StoreError};
 
@@ -20,8 +20,8 @@ pub(super) struct Claim {
     pub(super) runs: Vec<ClaimedRun>,
     /// Runs the policies started, each into a free slot: to start first.
     pub(super) decided: Vec<ClaimedRun>,
-    /// Claimed runs that cannot start (run id, attempt, why): to settle at once.
-    pub(super) unstartable: Vec<(i64, i32, Unstartable)>,
+    /// Claimed runs that cannot start: to settle at once.
+    pub(super) unstartable: Vec<UnstartableRun>,
     /// Whether a due run was left waiting by its policy or for a free slot.
     pub(super) waiting: bool,
 }

@@ -173,8 +173,8 @@ impl ClaimLoop {
         let now = Instant::now();
         self.queue.push_front(got.decided, now);
         self.queue.push_back(got.runs, now);
-        for (id, attempt, why) in got.unstartable {
-            let _ = self.done.send(unstartable(id, attempt, why));
+        for run in got.unstartable {
+            let _ = self.done.send(unstartable(run));
         }
     }
 

@@ -19,7 +19,7 @@ use super::policy::{self, AttemptResult, Settlement};
 use super::tasks::{self, HeldTransaction, TaskContext, TaskOutcome};
 use super::ticks;
 use crate::spec::{HasTask, Runnable};
-use crate::store::claims::{ClaimedRun, Unstartable};
+use crate::store::claims::{ClaimedRun, Unstartable, UnstartableRun};
 use crate::store::runs::{self, Completion};
 use crate::store::states::{Effects, RunStatus};
 
@@ -239,11 +239,11 @@ fn settle(
 
 /// A claimed run that cannot start, settled without running: cancelled when its job is gone
 /// (as a deciding claim does), failed when its spec cannot be read.
-pub(super) fn unstartable(id: i64, attempt: i32, why: Unstartable) -> Finished {
-    let (status, error) = match why {
+pub(super) fn unstartable(run: UnstartableRun) -> Finished {
+    let (status, error) = match run.why {
         Unstartable::JobGone => (RunStatus::Cancelled, "the job no longer exists"),
         Unstartable::Unreadable => {
-            tracing::warn!(run = id, "the run's job spec cannot be read; the run fails");
+            tracing::warn!(job = %run.job, run = run.id, "the run's job spec cannot be read; the run fails");
             (
                 RunStatus::Failed,
                 "the job's spec in pgsched.jobs cannot be read: apply the spec files again",
@@ -252,9 +252,9 @@ pub(super) fn unstartable(id: i64, attempt: i32, why: Unstartable) -> Finished {
     };
     Finished {
         completion: Completion {
-            id,
+            id: run.id,
             status,
-            attempt,
+            attempt: run.attempt,
             due_at: None,
             error: Some(error.into()),
             output: String::new(),
@@ -263,7 +263,7 @@ pub(super) fn unstartable(id: i64, attempt: i32, why: Unstartable) -> Finished {
             effects: None,
             queued: Duration::ZERO,
         },
-        job: String::new(),
+        job: run.job,
         took: Duration::ZERO,
         recorded: false,
     }

@@ -310,10 +310,18 @@ pub async fn claim_free(
                 params: r.get(4),
                 spec: shared.clone(),
             }),
-            Some((name, Err(why))) if *name == job => claimed.unstartable.push((id, attempt, *why)),
-            _ => claimed
-                .unstartable
-                .push((id, attempt, Unstartable::Unreadable)),
+            Some((name, Err(why))) if *name == job => claimed.unstartable.push(UnstartableRun {
+                id,
+                job,
+                attempt,
+                why: *why,
+            }),
+            _ => claimed.unstartable.push(UnstartableRun {
+                id,
+                job,
+                attempt,
+                why: Unstartable::Unreadable,
+            }),
         }
     }
     Ok(claimed)
@@ -324,10 +332,23 @@ pub async fn claim_free(
 pub struct FreeClaim {
     /// The runs claimed, grouped by job.
     pub runs: Vec<ClaimedRun>,
-    /// Runs claimed that cannot start (id, attempt, why): they are settled at once.
-    pub unstartable: Vec<(i64, i32, Unstartable)>,
+    /// Runs claimed that cannot start: they are settled at once.
+    pub unstartable: Vec<UnstartableRun>,
     /// Whether runs of `policy` or `exclusive` jobs are due.
     pub policy_due: bool,
+}
+
+/// A claimed run that cannot start.
+#[derive(Debug, Clone)]
+pub struct UnstartableRun {
+    /// The run's id.
+    pub id: i64,
+    /// The job or chain it belongs to.
+    pub job: String,
+    /// The attempt it would have been.
+    pub attempt: i32,
+    /// Why it cannot start.
+    pub why: Unstartable,
 }
 
 /// Why a claimed run cannot start.
