@@ -496,7 +496,9 @@ async fn exclusive_and_max_instances_hold_across_replicas_claiming_side_by_side(
 async fn a_run_whose_job_is_gone_is_cancelled_not_started() {
     let db = common::fresh_db().await;
     let mut client = db.connect().await;
-    pgsched::store::migrations::migrate(&mut client).await.unwrap();
+    pgsched::store::migrations::migrate(&mut client)
+        .await
+        .unwrap();
     // A run left behind by a job deleted by hand (a prune deletes the job, not its history).
     let id: i64 = client
         .query_one(
@@ -513,4 +515,63 @@ async fn a_run_whose_job_is_gone_is_cancelled_not_started() {
         (status.as_str(), effects, error.as_deref()),
         ("cancelled", None, Some("the job no longer exists"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_class_column_says_what_the_policy_code_says() {
+    let db = common::fresh_db().await;
+    let mut client = db.connect().await;
+    let bodies = [
+        ("allow", "  concurrencyPolicy: Allow\n"),
+        (
+            "allow-max",
+            "  concurrencyPolicy: Allow\n  maxInstances: 2\n",
+        ),
+        (
+            "allow-deadline",
+            "  concurrencyPolicy: Allow\n  startingDeadline: 10s\n",
+        ),
+        ("default", ""),
+        ("forbid", "  concurrencyPolicy: Forbid\n"),
+        ("replace", "  concurrencyPolicy: Replace\n"),
+        ("alone", "  concurrencyPolicy: Allow\n  exclusive: true\n"),
+        ("alone-forbid", "  exclusive: true\n"),
+        (
+            "not-alone",
+            "  concurrencyPolicy: Allow\n  exclusive: false\n",
+        ),
+    ];
+    let files: Vec<(String, String)> = bodies
+        .iter()
+        .map(|(name, body)| {
+            (
+                format!("{name}.yaml"),
+                job(
+                    name,
+                    &format!("{body}  builtin: {{name: log, message: hi}}\n"),
+                ),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect();
+    let specs = Specs::with(&refs);
+    apply_specs(&mut client, &specs).await;
+    let rows = client
+        .query(
+            "SELECT name, kind, spec, claim_class FROM pgsched.jobs ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), bodies.len());
+    for row in rows {
+        let (name, kind, spec, column): (String, String, serde_json::Value, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let parsed = pgsched::spec::Runnable::from_row(&kind, spec).unwrap();
+        let class = pgsched::executor::policy::claim_class(&parsed.scheduling());
+        assert_eq!(column, class.as_str(), "{name}");
+    }
 }

@@ -27,26 +27,34 @@ pub(super) struct Claim {
 }
 
 /// Claims up to `batch` due runs of free jobs, and decides due runs of the others when there
-/// are any, starting at most `free` of those.
+/// are any, starting at most `free` of those. `decide_first` (runs to decide were just made)
+/// decides before the batch claim, so that they start without waiting for it.
 pub(super) async fn claim(
     pool: &deadpool_postgres::Pool,
     worker: &str,
     now: DateTime<Utc>,
     (batch, free): (usize, usize),
+    decide_first: bool,
 ) -> Result<Claim, StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let mut taken = Claim::default();
+    let mut decided = false;
+    if decide_first && free > 0 {
+        (taken.decided, taken.waiting) = decide_claim(&mut client, worker, now, free).await?;
+        decided = true;
+    }
+    let free = free.saturating_sub(taken.decided.len());
     let mut decide = false;
     if batch > 0 {
         let got = claims::claim_free(&mut client, worker, now, batch as i64).await?;
         taken.runs = got.runs;
         taken.unstartable = got.unstartable;
-        decide |= got.policy_due;
+        decide = got.policy_due && !decided;
     }
     if decide && free > 0 {
-        let (decided, waiting) = decide_claim(&mut client, worker, now, free).await?;
-        taken.decided = decided;
-        taken.waiting = waiting;
+        let (more, waiting) = decide_claim(&mut client, worker, now, free).await?;
+        taken.decided.extend(more);
+        taken.waiting |= waiting;
     } else if decide {
         taken.waiting = true;
     }

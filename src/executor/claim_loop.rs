@@ -138,25 +138,39 @@ impl ClaimLoop {
         if periodic {
             connections_refresh(&self.env.pool, &self.env.databases).await?;
         }
-        materialize(&self.env.pool, self.env.clock.as_ref(), self.poll).await?;
+        let decide_first = materialize(&self.env.pool, self.env.clock.as_ref(), self.poll).await?;
         self.dispatch();
         let free = self.slots.available_permits();
         let want = self.queue.want(free);
-        if want == 0 || (self.more_due && !self.queue.low(free)) {
+        if !decide_first && (want == 0 || (self.more_due && !self.queue.low(free))) {
             // No room to claim into: the next look is when a slot frees and the queue runs low.
             self.more_due = true;
             return Ok((None, false));
         }
-        let got = claim(&self.env.pool, &self.env.worker, now, (want, free)).await?;
+        // Runs to decide just made: no batch claim unless the queue wants one.
+        let batch = if self.more_due && !self.queue.low(free) {
+            0
+        } else {
+            want
+        };
+        let got = claim(
+            &self.env.pool,
+            &self.env.worker,
+            now,
+            (batch, free),
+            decide_first,
+        )
+        .await?;
         tracing::trace!(
-            want,
+            batch,
             got = got.runs.len(),
+            decided = got.decided.len(),
             free,
             queued = self.queue.len(),
             "claimed"
         );
-        self.queue.claimed(want, got.runs.len());
-        self.more_due = got.runs.len() >= want;
+        self.queue.claimed(batch, got.runs.len());
+        self.more_due = got.runs.len() >= batch;
         let left_waiting = got.waiting;
         self.enqueue(got);
         self.dispatch();

@@ -7,19 +7,24 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::clock::Clock;
+use super::policy::claim_class;
 use super::pool::pool_error;
 use super::ticks::{plan_ticks, TickOutcome, TickState, Timing};
 use crate::spec::Runnable;
 use crate::store::runs;
-use crate::store::states::{RunStatus, RunTrigger};
+use crate::store::states::{ClaimClass, RunStatus, RunTrigger};
 use crate::store::StoreError;
 
-/// Turns every due tick of every scheduled job into runs (or missed records).
+/// Turns every due tick of every scheduled job into runs (or missed records). Returns whether
+/// it made pending runs that need a deciding claim (of jobs that are not `free`), so that the
+/// claim decides them first: a Forbid cron job's tick then starts without waiting for a batch
+/// claim that has nothing for it.
 pub(super) async fn materialize(
     pool: &deadpool_postgres::Pool,
     clock: &dyn Clock,
     poll: Duration,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut to_decide = false;
     let mut client = pool.get().await.map_err(pool_error)?;
     let now = clock.now();
     // A tick found within this much of its time counts as on time; older ones were missed.
@@ -50,7 +55,7 @@ pub(super) async fn materialize(
                 error: t.reason.clone(),
             })
             .collect();
-        runs::advance_job(
+        let won = runs::advance_job(
             &mut client,
             &job.name,
             &job.kind,
@@ -59,8 +64,11 @@ pub(super) async fn materialize(
             &ticks,
         )
         .await?;
+        to_decide |= won
+            && claim_class(&spec.scheduling()) != ClaimClass::Free
+            && ticks.iter().any(|t| t.status == RunStatus::Pending);
     }
-    Ok(())
+    Ok(to_decide)
 }
 
 /// The timing fields of a job spec, parsed (validation guarantees they parse).

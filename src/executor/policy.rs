@@ -2,8 +2,8 @@
 //! becomes (done, retried later, failed). Pure, so concurrency policies, `exclusive`,
 //! `startingDeadline` and back-off are tested without a database or a clock.
 
-use crate::spec::{ConcurrencyPolicy, Retries, Runnable};
-use crate::store::states::RunStatus;
+use crate::spec::{ConcurrencyPolicy, Retries, Runnable, Scheduling};
+use crate::store::states::{ClaimClass, RunStatus};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -50,6 +50,21 @@ pub enum Decision {
     Miss(String),
     /// Record as cancelled (the job no longer exists).
     Cancel(String),
+}
+
+/// How a job's runs are claimed, from its scheduling fields: the same as the generated column
+/// `pgsched.jobs.claim_class` (migration 0005), which the claim reads in SQL.
+pub fn claim_class(s: &Scheduling<'_>) -> ClaimClass {
+    if s.exclusive {
+        ClaimClass::Exclusive
+    } else if s.concurrency_policy != ConcurrencyPolicy::Allow
+        || s.max_instances.is_some()
+        || s.starting_deadline.is_some()
+    {
+        ClaimClass::Policy
+    } else {
+        ClaimClass::Free
+    }
 }
 
 /// Decides each candidate in order, as if the ones before it had started.

@@ -159,6 +159,19 @@ text_enum! {
 }
 
 text_enum! {
+    /// How a job's runs are claimed (`pgsched.jobs.claim_class`, generated from the spec;
+    /// [`crate::executor::policy::claim_class`] says the same from a parsed spec).
+    pub enum ClaimClass {
+        /// Allow, no maxInstances, no startingDeadline, not exclusive: claimed in batches.
+        Free = "free",
+        /// Forbid, Replace, maxInstances or startingDeadline: decided against the job's runs.
+        Policy = "policy",
+        /// Waits for everything else and holds everything else.
+        Exclusive = "exclusive",
+    }
+}
+
+text_enum! {
     /// How a SQL task's writes were committed (`pgsched.runs.effects`).
     pub enum Effects {
         /// In the transaction that recorded the run succeeded: exactly once.
