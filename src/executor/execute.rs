@@ -108,7 +108,14 @@ async fn record_with_writes(
     worker: &str,
     completion: &Completion,
 ) -> Result<(), String> {
-    match runs::record(held.client(), worker, std::slice::from_ref(completion)).await {
+    let statement = held.prepare_cached(runs::RECORD).await.map_err(|e| {
+        format!(
+            "recording the run with its writes: {}",
+            crate::store::describe_pg_error(&e)
+        )
+    })?;
+    let done = std::slice::from_ref(completion);
+    match runs::record(held.client(), worker, done, Some(&statement)).await {
         Ok(1) => held.commit().await.map_err(|e| {
             format!(
                 "committing the run with its writes: {}",

@@ -179,21 +179,41 @@ pub async fn complete(
 ) -> Result<(), StoreError> {
     let tx = c.transaction().await.context("starting a completion")?;
     if !done.is_empty() {
-        record(&tx, worker, done).await?;
+        record(&tx, worker, done, None).await?;
     }
     wake_executors(&tx).await?;
     tx.commit().await.context("committing finished runs")?;
     Ok(())
 }
 
+/// The statement [`record`] runs: finished attempts, one array per column, side by side.
+pub const RECORD: &str = "UPDATE pgsched.runs r
+                SET status = d.status,
+                    attempt = d.attempt,
+                    due_at = coalesce(d.due_at, r.due_at),
+                    started_at = CASE WHEN d.status = 'pending' THEN NULL
+                                      ELSE r.started_at + make_interval(secs => d.queued_us / 1e6) END,
+                    finished_at = CASE WHEN d.status = 'pending' THEN NULL ELSE now() END,
+                    worker = CASE WHEN d.status = 'pending' THEN NULL ELSE r.worker END,
+                    error = d.error, output = d.output, rows_affected = d.rows,
+                    cancel_requested = false, effects = d.effects
+               FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[],
+                           $6::text[], $7::bigint[], $8::bigint[], $9::text[])
+                    AS d(id, status, attempt, due_at, error, output, rows, queued_us, effects)
+              -- `status || ''`: not the partial index of running runs, whose dead entries a
+              -- drain piles up faster than vacuum clears them; each row by its primary key.
+              WHERE r.id = d.id AND r.worker = $10 AND r.status || '' = 'running'";
+
 /// Records finished attempts in one statement, inside the caller's transaction (a batch's, or
 /// the one a SQL task's writes wait in). Only runs still held by this worker are updated: a run
 /// recovered as lost by another replica in the meantime is left alone. Returns how many were
-/// recorded. Does not wake the executors: see [`wake_executors`].
+/// recorded. Does not wake the executors: see [`wake_executors`]. `prepared` is [`RECORD`]
+/// prepared on `c`'s connection, for callers that record one run at a time and keep it.
 pub async fn record(
     c: &impl GenericClient,
     worker: &str,
     done: &[Completion],
+    prepared: Option<&tokio_postgres::Statement>,
 ) -> Result<u64, StoreError> {
     // One array per column: the statement reads them side by side (cheaper than JSON).
     let ids: Vec<i64> = done.iter().map(|d| d.id).collect();
@@ -211,38 +231,36 @@ pub async fn record(
         .iter()
         .map(|d| d.effects.map(Effects::as_str))
         .collect();
-    let recorded = c
-        .execute_typed(
-            "UPDATE pgsched.runs r
-                SET status = d.status,
-                    attempt = d.attempt,
-                    due_at = coalesce(d.due_at, r.due_at),
-                    started_at = CASE WHEN d.status = 'pending' THEN NULL
-                                      ELSE r.started_at + make_interval(secs => d.queued_us / 1e6) END,
-                    finished_at = CASE WHEN d.status = 'pending' THEN NULL ELSE now() END,
-                    worker = CASE WHEN d.status = 'pending' THEN NULL ELSE r.worker END,
-                    error = d.error, output = d.output, rows_affected = d.rows,
-                    cancel_requested = false, effects = d.effects
-               FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[],
-                           $6::text[], $7::bigint[], $8::bigint[], $9::text[])
-                    AS d(id, status, attempt, due_at, error, output, rows, queued_us, effects)
-              -- `status || ''`: not the partial index of running runs, whose dead entries a
-              -- drain piles up faster than vacuum clears them; each row by its primary key.
-              WHERE r.id = d.id AND r.worker = $10 AND r.status || '' = 'running'",
-            &[
-                (&ids, Type::INT8_ARRAY),
-                (&statuses, Type::TEXT_ARRAY),
-                (&attempts, Type::INT4_ARRAY),
-                (&due, Type::TIMESTAMPTZ_ARRAY),
-                (&errors, Type::TEXT_ARRAY),
-                (&outputs, Type::TEXT_ARRAY),
-                (&rows, Type::INT8_ARRAY),
-                (&queued, Type::INT8_ARRAY),
-                (&effects, Type::TEXT_ARRAY),
-                (&worker, Type::TEXT),
-            ],
-        )
-        .await
+    let recorded = match prepared {
+        Some(statement) => {
+            c.execute(
+                statement,
+                &[
+                    &ids, &statuses, &attempts, &due, &errors, &outputs, &rows, &queued, &effects,
+                    &worker,
+                ],
+            )
+            .await
+        }
+        None => {
+            c.execute_typed(
+                RECORD,
+                &[
+                    (&ids, Type::INT8_ARRAY),
+                    (&statuses, Type::TEXT_ARRAY),
+                    (&attempts, Type::INT4_ARRAY),
+                    (&due, Type::TIMESTAMPTZ_ARRAY),
+                    (&errors, Type::TEXT_ARRAY),
+                    (&outputs, Type::TEXT_ARRAY),
+                    (&rows, Type::INT8_ARRAY),
+                    (&queued, Type::INT8_ARRAY),
+                    (&effects, Type::TEXT_ARRAY),
+                    (&worker, Type::TEXT),
+                ],
+            )
+            .await
+        }
+    }
     .context("recording finished runs")?;
     for d in done {
         if let Some((job, at)) = &d.after_next {

@@ -63,6 +63,19 @@ impl HeldTransaction {
         self.object.as_ref().expect("held until committed")
     }
 
+    /// `sql` prepared on the transaction's connection, once per connection (the pool keeps
+    /// prepared statements across tasks).
+    pub async fn prepare_cached(
+        &self,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.object
+            .as_ref()
+            .expect("held until committed")
+            .prepare_cached(sql)
+            .await
+    }
+
     /// Commits the SQL's writes and whatever was written here since.
     pub async fn commit(mut self) -> Result<(), tokio_postgres::Error> {
         let object = self.object.take().expect("held until committed");
