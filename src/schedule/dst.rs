@@ -1,12 +1,12 @@
-//! When a cron schedule is next due in its time zone: croner's matches on local time, carried
+//! When a cron schedule is next due in its time zone: the pattern's matches on local time, carried
 //! across changes of the UTC offset by cronie's daylight-saving rules (stated in the `schedule`
 //! module doc). This is the one place those rules are applied; the rest of the cron path works
 //! on naive local times and never sees a zone.
 //!
 //! The UTC time line is cut into segments of constant UTC offset. Within one, local time is UTC
-//! plus that offset, so croner, run on naive local times, finds matches and they map back one to
-//! one. Crossing into the next segment is where the DST rules apply. chrono-tz does not list its
-//! transitions, so they are found by probing offsets.
+//! plus that offset, so the pattern, searched on naive local times, finds matches that map back
+//! one to one. Crossing into the next segment is where the DST rules apply. chrono-tz does not
+//! list its transitions, so they are found by probing offsets.
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -74,8 +74,7 @@ impl CronSchedule {
 
     /// The first local time at or after `from` that the pattern matches.
     fn next_wall_match(&self, from: NaiveDateTime, inclusive: bool) -> Option<NaiveDateTime> {
-        // croner errors past year 5000; that is as good as never.
-        self.cron.find_next_occurrence(&from, inclusive).ok()
+        self.pattern.next_match(from, inclusive)
     }
 }
 
@@ -97,8 +96,7 @@ fn repeat_end(tz: Tz, m: NaiveDateTime, x: DateTime<Utc>) -> Option<NaiveDateTim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::test_support::{ctx, next_n, schedule, show, utc};
-    use crate::schedule::Schedule;
+    use crate::schedule::test_support::{ctx, next_n, schedule, show, utc, walk};
     use chrono::{NaiveDate, TimeDelta};
 
     #[test]
@@ -158,7 +156,7 @@ mod tests {
                 "2026-10-25T01:10:00Z",
                 &["2026-10-26T01:30:00Z"],
             ),
-            // Lists are wall-clock jobs too (croner alone treats them as interval jobs).
+            // Lists are wall-clock jobs too (croner, for one, treats them as interval jobs).
             (
                 "America/New_York",
                 "0 1,13 * * *",
@@ -357,10 +355,7 @@ mod tests {
 
     #[test]
     fn agrees_with_a_minute_by_minute_walk_around_transitions() {
-        // The DST rule stated directly, as cronie applies it: walk real time minute by minute.
-        // An interval job ticks whenever the local time matches. A wall-clock job ticks when the
-        // clock first reaches a matching local time: any match in (latest local time shown so
-        // far, local time now].
+        // The DST rule stated directly, as cronie applies it (`test_support::walk`).
         let windows = [
             ("Europe/Zurich", "2026-03-27T00:00:00Z"),
             ("Europe/Zurich", "2026-10-23T00:00:00Z"),
@@ -388,39 +383,12 @@ mod tests {
             "*/20 2 * * *",
             "0 0 * * 0",
         ];
-        let minute = TimeDelta::minutes(1);
         for (tz_name, start) in windows {
-            let tz: Tz = tz_name.parse().unwrap();
             let from = utc(start);
             let to = from + TimeDelta::days(4);
             for pattern in patterns {
-                let Schedule::Cron(cron) = schedule(pattern) else {
-                    unreachable!()
-                };
-                let matches = |local: NaiveDateTime| cron.cron.is_time_matching(&local).unwrap();
-                let mut expected = Vec::new();
-                let mut shown = from.with_timezone(&tz).naive_local();
-                let mut x = from + minute;
-                while x <= to {
-                    let local = x.with_timezone(&tz).naive_local();
-                    let tick = if cron.interval {
-                        matches(local)
-                    } else {
-                        let mut m = shown + minute;
-                        let mut any = false;
-                        while m <= local && !any {
-                            any = matches(m);
-                            m += minute;
-                        }
-                        any
-                    };
-                    if tick {
-                        expected.push(show(x));
-                    }
-                    shown = shown.max(local);
-                    x += minute;
-                }
-                let got: Vec<_> = Schedule::Cron(cron.clone())
+                let expected = walk(pattern, tz_name, from, to);
+                let got: Vec<_> = schedule(pattern)
                     .ticks_between(from, to, &ctx(tz_name), 10_000)
                     .into_iter()
                     .map(show)
