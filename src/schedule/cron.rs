@@ -1,29 +1,36 @@
-//! A cron expression as a whole: its fields, each checked by `fields` (the day fields by
-//! `days`), assembled into a [`Pattern`] of value sets, plus the two facts the pattern alone does
-//! not say: whether the job is a cronie interval job, and whether any calendar day can match at
-//! all. This is where Vixie's whole-expression rules (the day fields ORed, the `*` exception)
-//! are decided, and where the next local time a pattern matches is found; nothing here knows
-//! about time zones, which are `dst`'s.
+//! A cron expression as a whole: its fields, each checked by `fields`, assembled into the
+//! 6-field pattern croner evaluates (numbers, and the day tokens in croner's spelling), plus the
+//! two facts croner cannot tell: whether the job is a cronie interval job, and whether any
+//! calendar day can match at all. This is where Vixie's whole-expression rules (the day fields
+//! ORed, the `*` exception) live; nothing here knows about time zones, which are `dst`'s.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike};
+use chrono::{Datelike, NaiveDate};
+use croner::parser::{CronParser, Seconds, Year};
+use croner::time::days_in_month;
+use croner::{Cron, CronPattern, Weekday};
 
-use super::days::{parse_day_of_month, parse_day_of_week, Days};
-use super::fields::{parse_field, HOUR, MINUTE, MONTH, SECOND};
+use super::fields::{
+    parse_field, FieldSpec, DAY_OF_MONTH, DAY_OF_WEEK, HOUR, MINUTE, MONTH, SECOND,
+};
 use super::ScheduleError;
 
-/// A validated cron expression: the text shown to users and the pattern it stands for.
+/// A validated cron expression: the text shown to users and the pattern croner evaluates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CronSchedule {
     /// What users see: the expression with its whitespace normalised, or the macro's name.
     pub(super) text: String,
-    /// Which local times match.
-    pub(super) pattern: Pattern,
+    /// Always 6 fields (seconds first), in numbers and with only the day tokens `fields` lets
+    /// through, so croner never sees names, macros or its other extensions (`?`, `+`).
+    /// Shared: compiled once per distinct pattern (see `compiled`).
+    pub(super) cron: Arc<Cron>,
     /// cronie's "wildcard" job: keeps real-time cadence across DST changes (see the `schedule`
     /// module doc).
     pub(super) interval: bool,
-    /// False when no calendar day can ever match (`0 0 30 2 *`); saves a search of 400 years.
+    /// False when no calendar day can ever match (`0 0 30 2 *`); saves a search to year 5000.
     pub(super) fires: bool,
 }
 
@@ -40,145 +47,107 @@ impl fmt::Display for CronSchedule {
     }
 }
 
-/// The local times a cron expression matches: a bit per value of each time field and month
-/// (a 5-field expression has second 0), and the day fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Pattern {
-    seconds: u64,
-    minutes: u64,
-    hours: u64,
-    months: u64,
-    days: Days,
-}
-
-/// How far a search looks before it concludes there is no match: the Gregorian calendar,
-/// weekdays included, repeats every 400 years, so a pattern that can match at all (`fires`)
-/// matches within that many years of any start.
-const SEARCH_MONTHS: u32 = 401 * 12;
-
-impl Pattern {
-    /// The first local time at or after `from` (strictly after, unless `inclusive`) that the
-    /// pattern matches, to the second. The search goes month by month, taking each month's
-    /// matching days whole from `days`, then the first matching time of day: a few steps per
-    /// month however sparse the pattern, never a walk through minutes.
-    pub(super) fn next_match(&self, from: NaiveDateTime, inclusive: bool) -> Option<NaiveDateTime> {
-        let whole = from.with_nanosecond(0)?;
-        let start = if inclusive && whole == from {
-            whole
-        } else {
-            whole.checked_add_signed(TimeDelta::seconds(1))?
-        };
-        let (mut year, mut month) = (start.year(), start.month());
-        for _ in 0..SEARCH_MONTHS {
-            if self.months & 1 << month != 0 {
-                let first_day = NaiveDate::from_ymd_opt(year, month, 1)?;
-                let first = first_day.weekday().num_days_from_sunday();
-                let mut days = self.days.in_month(days_in_month(year, month), first);
-                if year == start.year() && month == start.month() {
-                    // Days before the start's are gone.
-                    days &= !((1u32 << start.day()) - 1);
-                }
-                while days != 0 {
-                    let day = first_day.with_day(days.trailing_zeros())?;
-                    let time = if day == start.date() {
-                        self.time_at_or_after(start.time())
-                    } else {
-                        Some(self.first_time())
-                    };
-                    if let Some(time) = time {
-                        return Some(day.and_time(time));
-                    }
-                    days &= days - 1;
-                }
-            }
-            (year, month) = if month == 12 {
-                (year + 1, 1)
-            } else {
-                (year, month + 1)
-            };
-        }
-        None
+/// croner's parse costs about 20 µs (it fills a bitfield for every year it could match), and a
+/// spec directory repeats the same few schedules many times: patterns are compiled once per
+/// process. The cache is bounded; past its size it is simply cleared.
+fn compiled(numeric: &str, both_days_must_match: bool) -> Result<Arc<Cron>, String> {
+    const MAX_CACHED: usize = 4096;
+    type Cache = Mutex<HashMap<(String, bool), Arc<Cron>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (numeric.to_string(), both_days_must_match);
+    if let Some(hit) = cache.lock().expect("cron cache").get(&key) {
+        return Ok(hit.clone());
     }
-
-    /// The first matching time of day at or after `t` (whole seconds), if that day has one.
-    fn time_at_or_after(&self, t: NaiveTime) -> Option<NaiveTime> {
-        let (h, m, s) = (t.hour(), t.minute(), t.second());
-        let first_second = self.seconds.trailing_zeros();
-        if self.hours & 1 << h != 0 {
-            if self.minutes & 1 << m != 0 {
-                if let Some(second) = next_bit(self.seconds, s) {
-                    return NaiveTime::from_hms_opt(h, m, second);
-                }
-            }
-            if let Some(minute) = next_bit(self.minutes, m + 1) {
-                return NaiveTime::from_hms_opt(h, minute, first_second);
-            }
-        }
-        let hour = next_bit(self.hours, h + 1)?;
-        NaiveTime::from_hms_opt(hour, self.minutes.trailing_zeros(), first_second)
+    let cron = CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .dom_and_dow(both_days_must_match)
+        .build()
+        .parse(numeric)
+        .map_err(|e| e.to_string())?;
+    let cron = Arc::new(cron);
+    let mut cache = cache.lock().expect("cron cache");
+    if cache.len() >= MAX_CACHED {
+        cache.clear();
     }
-
-    fn first_time(&self) -> NaiveTime {
-        // Every field matches at least one value, so these are in range.
-        NaiveTime::from_hms_opt(
-            self.hours.trailing_zeros(),
-            self.minutes.trailing_zeros(),
-            self.seconds.trailing_zeros(),
-        )
-        .unwrap_or(NaiveTime::MIN)
-    }
-}
-
-/// The lowest set bit of `bits` at position `from` or above.
-fn next_bit(bits: u64, from: u32) -> Option<u32> {
-    let above = bits.checked_shr(from)?.checked_shl(from)?;
-    (above != 0).then(|| above.trailing_zeros())
-}
-
-fn days_in_month(year: i32, month: u32) -> u32 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
+    cache.insert(key, cron.clone());
+    Ok(cron)
 }
 
 /// A cron expression of 5 or 6 fields (`fields`), shown to users as `text`.
 pub(super) fn build_cron(text: String, fields: &[&str]) -> Result<CronSchedule, ScheduleError> {
-    let (seconds, rest) = match fields {
-        [seconds, rest @ ..] if fields.len() == 6 => (parse_field(&SECOND, seconds)?, rest),
-        _ => (parse_field(&SECOND, "0")?, fields),
-    };
-    let [minute, hour, dom, month, dow] = rest else {
-        unreachable!("a cron expression has 5 or 6 fields");
+    let specs: &[FieldSpec] = if fields.len() == 6 {
+        &[SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK]
+    } else {
+        &[MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK]
     };
     // In the order written, so that the first error reported is the leftmost.
-    let minutes = parse_field(&MINUTE, minute)?;
-    let hours = parse_field(&HOUR, hour)?;
-    let dom = parse_day_of_month(dom)?;
-    let months = parse_field(&MONTH, month)?;
-    let days = Days::new(dom, parse_day_of_week(dow)?);
-    let interval = (fields.len() == 6 && seconds.starred) || minutes.starred || hours.starred;
-    let fires = days.can_match(months.bits);
+    let parsed = fields
+        .iter()
+        .zip(specs)
+        .map(|(raw, spec)| parse_field(spec, raw))
+        .collect::<Result<Vec<_>, _>>()?;
+    let [time_fields @ .., dom, _, dow] = parsed.as_slice() else {
+        unreachable!("a cron expression has at least 5 fields");
+    };
+
+    let interval = time_fields.iter().any(|f| f.starred);
+    // croner ignores a field only when it is exactly `*`, and otherwise ORs the two day fields
+    // unless told to AND them; asking for AND when a field merely starts with `*` gives Vixie's
+    // rule (for an exact `*` AND and "ignore" agree).
+    let both_days_must_match = dom.starred || dow.starred;
+
+    let mut numeric = String::new();
+    if fields.len() == 5 {
+        numeric.push_str("0 ");
+    }
+    numeric.push_str(
+        &parsed
+            .iter()
+            .map(|f| f.numeric.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let cron = compiled(&numeric, both_days_must_match).map_err(|message| ScheduleError::Cron {
+        text: text.clone(),
+        message,
+    })?;
+    let fires = some_day_matches(&cron.pattern);
     Ok(CronSchedule {
         text,
-        pattern: Pattern {
-            seconds: seconds.bits,
-            minutes: minutes.bits,
-            hours: hours.bits,
-            months: months.bits,
-            days,
-        },
+        cron,
         interval,
         fires,
     })
 }
 
+/// Whether any calendar day can ever match, asked of croner's own day rule for every day of
+/// 2001 to 2028. Which days of a month match depends only on the month's length and the
+/// weekday of its 1st, and those 28 years hold every kind of year (each weekday for January
+/// 1st, leap or not), so the answer is exact; the scan stops at the first match, so only a
+/// pattern that never fires (`0 0 30 2 *`, `0 0 */8 2 1#5`) pays for all 28 years, once, where
+/// croner would search to year 5000 at every tick.
+fn some_day_matches(pattern: &CronPattern) -> bool {
+    (2001..=2028).any(|year| {
+        (1..=12u32)
+            .filter(|&month| pattern.month_match(month).unwrap_or(false))
+            .any(|month| {
+                (1..=days_in_month(year, month)).any(|day| {
+                    NaiveDate::from_ymd_opt(year, month, day).is_some_and(|date| {
+                        let weekday =
+                            Weekday::from_days_from_sunday(date.weekday().num_days_from_sunday());
+                        pattern
+                            .day_match(year, month, day, weekday)
+                            .unwrap_or(false)
+                    })
+                })
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use chrono::TimeDelta;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
@@ -468,8 +437,7 @@ mod tests {
         const MINUTES: &[&str] = &["0", "30", "59", "*/20", "15,45"];
         const HOURS: &[&str] = &["0", "2", "12", "23", "1-3", "*/6", "*"];
         const DAYS: &[&str] = &[
-            "1", "15", "29", "28-31", "*/10", "L", "$", "L-1", "L-7", "L-30", "LW", "1W", "15W",
-            "30W", "31W", "L-2W", "*",
+            "1", "15", "29", "28-31", "*/10", "L", "$", "LW", "1W", "15W", "30W", "31W", "*",
         ];
         const MONTHS: &[&str] = &["*", "2", "1-6", "*/3", "FEB,MAR", "10-12", "3,10,11"];
         const WEEKDAYS: &[&str] = &[
@@ -495,8 +463,14 @@ mod tests {
             .map(|_| {
                 let (minute, hour) = (pick(MINUTES), pick(HOURS));
                 let mut dom = pick(DAYS).to_string();
-                if pick(&["one", "one", "two"]) == "two" {
-                    dom = format!("{dom},{}", pick(DAYS));
+                let second = pick(DAYS);
+                // `L` (or `$`) with `LW` is refused (see `fields`), so it is not drawn.
+                let last_and_last_weekday = [dom.as_str(), second].contains(&"LW")
+                    && ["L", "$"]
+                        .iter()
+                        .any(|l| [dom.as_str(), second].contains(l));
+                if pick(&["one", "one", "two"]) == "two" && !last_and_last_weekday {
+                    dom = format!("{dom},{second}");
                 }
                 let month = pick(MONTHS);
                 let mut dow = pick(WEEKDAYS).to_string();
@@ -521,39 +495,24 @@ mod tests {
     }
 
     #[test]
-    fn sparse_patterns_are_found_without_walking() {
-        // The search takes each month's days whole: a pattern that fires once in decades costs a
-        // step per month, where a walk by minutes would take millions. (Across a zone's offset
-        // changes `dst` runs the same search once per change.) Patterns that can never fire (no
-        // February has a `30W` or an `L-30`) stop before any search.
-        let cases: &[(&str, usize)] = &[
-            ("0 0 * 2 1#5", 20),       // Feb 29 on a fifth Monday: every 28 to 40 years
-            ("0 9 */4 2 1#5", 20),     // ...and on a day 4k + 1
-            ("30 2 L-1W * 0#5", 1000), // the last weekday but one, or a fifth Sunday
-            ("59 23 L * 6L", 1000),
-        ];
-        for (pattern, count) in cases {
-            let Schedule::Cron(cron) = schedule(pattern) else {
-                unreachable!()
-            };
-            let started = Instant::now();
-            let mut t = utc("2026-01-01T00:00:00Z").naive_utc();
-            for _ in 0..*count {
-                t = cron.pattern.next_match(t, false).expect(pattern);
-            }
-            let took = started.elapsed();
-            // Under a millisecond here, unoptimised.
-            assert!(took < Duration::from_millis(100), "{pattern}: {took:?}");
+    fn whether_a_pattern_can_ever_fire_is_known_when_it_is_parsed() {
+        // Asked of croner's day rule (`some_day_matches`), not by searching: no February has a
+        // `30W`, and days 1, 9, 17 and 25 are never a fifth Monday.
+        let fires = |pattern: &str| match schedule(pattern) {
+            Schedule::Cron(cron) => cron.fires,
+            other => panic!("{other:?}"),
+        };
+        for never in [
+            "0 0 30 2 *",
+            "0 0 30W 2 *",
+            "0 0 31W 4,6 *",
+            "0 0 */8 2 1#5",
+        ] {
+            assert!(!fires(never), "{never}");
         }
-        // The third: days 1, 4, ..., 28 that are a fifth Monday, which in February is the 29th.
-        for pattern in ["0 0 30W 2 *", "0 0 L-30 2,4 *", "0 0 */3 2 1#5"] {
-            let started = Instant::now();
-            let c = ctx("Europe/Zurich");
-            assert_eq!(
-                schedule(pattern).next_tick_after(utc("2026-01-01T00:00:00Z"), &c),
-                None
-            );
-            assert!(started.elapsed() < Duration::from_millis(50), "{pattern}");
+        // A leap February starting on a Monday has a fifth Monday, the 29th (2016, 2044).
+        for sometimes in ["0 0 29W 2 *", "0 0 * 2 1#5", "0 0 */4 2 1#5", "0 0 L 2 5L"] {
+            assert!(fires(sometimes), "{sometimes}");
         }
     }
 }

@@ -1,12 +1,12 @@
-//! When a cron schedule is next due in its time zone: the pattern's matches on local time, carried
+//! When a cron schedule is next due in its time zone: croner's matches on local time, carried
 //! across changes of the UTC offset by cronie's daylight-saving rules (stated in the `schedule`
 //! module doc). This is the one place those rules are applied; the rest of the cron path works
 //! on naive local times and never sees a zone.
 //!
 //! The UTC time line is cut into segments of constant UTC offset. Within one, local time is UTC
-//! plus that offset, so the pattern, searched on naive local times, finds matches that map back
-//! one to one. Crossing into the next segment is where the DST rules apply. chrono-tz does not
-//! list its transitions, so they are found by probing offsets.
+//! plus that offset, so croner, run on naive local times, finds matches and they map back one to
+//! one. Crossing into the next segment is where the DST rules apply. chrono-tz does not list its
+//! transitions, so they are found by probing offsets.
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -74,7 +74,8 @@ impl CronSchedule {
 
     /// The first local time at or after `from` that the pattern matches.
     fn next_wall_match(&self, from: NaiveDateTime, inclusive: bool) -> Option<NaiveDateTime> {
-        self.pattern.next_match(from, inclusive)
+        // croner errors past year 5000; that is as good as never.
+        self.cron.find_next_occurrence(&from, inclusive).ok()
     }
 }
 
@@ -156,7 +157,7 @@ mod tests {
                 "2026-10-25T01:10:00Z",
                 &["2026-10-26T01:30:00Z"],
             ),
-            // Lists are wall-clock jobs too (croner, for one, treats them as interval jobs).
+            // Lists are wall-clock jobs too (croner alone treats them as interval jobs).
             (
                 "America/New_York",
                 "0 1,13 * * *",

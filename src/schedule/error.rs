@@ -36,7 +36,7 @@ pub enum ScheduleError {
         reason: String,
     },
     /// One of the day tokens (`L`, `W`, `#`, `$`) where it is not allowed, or in a form it does
-    /// not take (`32W`, `1#6`, `LW5`).
+    /// not take (`32W`, `1#6`, `LW5`, Quartz's `L-3`).
     #[error("{field} field `{value}`: {problem}; {}", .token.hint())]
     Special {
         /// The field's name.
@@ -103,6 +103,14 @@ pub enum ScheduleError {
         /// The duration as written.
         text: String,
     },
+    /// The fields each parsed, but the cron library rejected the expression as a whole.
+    #[error("`{text}` is not a valid cron expression: {message}")]
+    Cron {
+        /// The expression (or the macro) as shown to the user.
+        text: String,
+        /// The library's message.
+        message: String,
+    },
     /// A `timeZone` that is not an IANA name.
     #[error("unknown time zone `{name}`{}; use an IANA name such as `Europe/Zurich`, `America/New_York` or `UTC`", did_you_mean(.suggestion))]
     UnknownTimeZone {
@@ -116,7 +124,7 @@ pub enum ScheduleError {
 /// The tokens cron takes beyond numbers, names, `*`, ranges, steps and lists, all about days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CronToken {
-    /// `L`: the last day of the month (`L`, `L-n`, `LW`), or a weekday's last occurrence (`5L`).
+    /// `L`: the last day of the month (`L`, `LW`), or a weekday's last occurrence (`5L`).
     Last,
     /// `W`: the weekday (Monday to Friday) nearest a day of the month (`15W`, `LW`).
     Weekday,
@@ -140,10 +148,10 @@ impl CronToken {
     /// What the token means and where it is allowed: the hint of every error about it.
     pub fn hint(self) -> &'static str {
         match self {
-            CronToken::Last => "`L` means last: in day-of-month `L` is the last day of the month, `L-2` two days before it and `LW` its last weekday; in day-of-week it follows a weekday, so `5L` or `FRIL` is the last Friday of the month; no other field takes it",
+            CronToken::Last => "`L` means last: in day-of-month `L` is the last day of the month and `LW` its last weekday (Quartz's `L-2`, two days before it, is not supported); in day-of-week it follows a weekday, so `5L` or `FRIL` is the last Friday of the month; no other field takes it",
             CronToken::Weekday => "`W` means the weekday, Monday to Friday, nearest a day of the same month, and is allowed only in day-of-month after one day: `15W` is the weekday nearest the 15th, `LW` the last weekday of the month; for Monday to Friday in day-of-week write `1-5`",
             CronToken::Nth => "`#` picks one occurrence of a weekday in the month and is allowed only in day-of-week, between a weekday and a number from 1 to 5: `1#2` or `MON#2` is the second Monday, and `5L` the last Friday",
-            CronToken::Dollar => "`$` is pg_cron's last day of the month, the same as `L`, and is allowed only in day-of-month as a day of its own, such as `$` or `1,$`; for the other last-day forms write `L-2` or `LW`",
+            CronToken::Dollar => "`$` is pg_cron's last day of the month, the same as `L`, and is allowed only in day-of-month as a day of its own, such as `$` or `1,$`; for the last weekday write `LW`",
         }
     }
 }
@@ -339,19 +347,19 @@ mod tests {
                 "0 0 L-0 * *",
                 "day-of-month",
                 CronToken::Last,
-                "from 1 to 30",
+                "`L-n` and `L-nW` (n days before the last day, Quartz) are not supported",
             ),
             (
                 "0 0 L-31 * *",
                 "day-of-month",
                 CronToken::Last,
-                "from 1 to 30",
+                "`L-n` and `L-nW` (n days before the last day, Quartz) are not supported",
             ),
             (
                 "0 0 L- * *",
                 "day-of-month",
                 CronToken::Last,
-                "from 1 to 30",
+                "`L-n` and `L-nW` (n days before the last day, Quartz) are not supported",
             ),
             (
                 "0 0 15-L * *",
@@ -369,7 +377,31 @@ mod tests {
                 "0 0 L5 * *",
                 "day-of-month",
                 CronToken::Last,
-                "`L` stands alone or as `L-n`",
+                "`L` stands alone or as `LW`",
+            ),
+            (
+                "0 0 L-3 * *",
+                "day-of-month",
+                CronToken::Last,
+                "use `L` (the last day) or `LW` (the last weekday), or a fixed day",
+            ),
+            (
+                "0 0 1,L-2W * *",
+                "day-of-month",
+                CronToken::Last,
+                "in `L-2W`, `L-n` and `L-nW`",
+            ),
+            (
+                "0 0 L,LW * *",
+                "day-of-month",
+                CronToken::Last,
+                "`L` and `LW` cannot be combined",
+            ),
+            (
+                "0 0 lw,$ * *",
+                "day-of-month",
+                CronToken::Last,
+                "`L` and `LW` cannot be combined",
             ),
             (
                 "0 0 1#2 * *",

@@ -7,11 +7,12 @@
 //! steps and lists; Sunday is both 0 and 7. When day-of-month and day-of-week are both
 //! restricted a day matches if either does. As in Vixie cron a day field that *starts* with `*`
 //! (`*/2`) does not count as restricted, so there both fields must match: `0 0 */2 * 1` is the
-//! odd-numbered days that are Mondays. The day fields also take croner's `L` (last: `L`, `L-2`,
-//! `LW` in day-of-month, `5L` in day-of-week), `W` (nearest weekday: `15W`) and `#` (nth
-//! weekday: `1#2`), and pg_cron's `$` (the last day); see `days`. Their weekdays are still
-//! Vixie's (`5L` is the last Friday), not Quartz's, which count from 1 = Sunday. Quartz's `?` and
-//! a year field are rejected with a hint, and `@reboot` too: pgsched runs nothing on start.
+//! odd-numbered days that are Mondays. The day fields also take croner's `L` (last: `L` and `LW`
+//! in day-of-month, `5L` in day-of-week), `W` (nearest weekday: `15W`) and `#` (nth weekday:
+//! `1#2`), and pg_cron's `$` (the last day), which croner evaluates; see `fields`. Their
+//! weekdays are still Vixie's (`5L` is the last Friday), not Quartz's, which count from
+//! 1 = Sunday. Quartz's `L-n`, `?` and a year field are rejected with a hint, and `@reboot` too:
+//! pgsched runs nothing on start.
 //!
 //! Cron fields are read in the job's time zone, and daylight-saving changes are handled like
 //! cronie, which sorts jobs into two kinds:
@@ -28,14 +29,12 @@
 //! and `@after` a delay after the previous run finished; neither looks at the time zone.
 //!
 //! The public types and the dispatch between kinds of schedule live here; the rest is split by
-//! concern, so that each part can be read and changed on its own: `cron`, `fields` and `days`
-//! parse cron expressions (`cron` also finds a pattern's next local match, `days` which days of
-//! a month match), `macros` the `@` words, `every` the `@every` and `@after` durations, `zone`
-//! the `timeZone`; `dst` applies the daylight-saving rules when finding cron ticks, and
-//! `offsets` finds where a zone's UTC offset changes.
+//! concern, so that each part can be read and changed on its own: `cron` and `fields` parse cron
+//! expressions into the pattern croner evaluates, `macros` the `@` words, `every` the `@every`
+//! and `@after` durations, `zone` the `timeZone`; `dst` applies the daylight-saving rules when
+//! finding cron ticks, and `offsets` finds where a zone's UTC offset changes.
 
 mod cron;
-mod days;
 mod dst;
 mod error;
 mod every;
@@ -221,7 +220,7 @@ mod tests {
             ("  0   2 *\t* *  ", "0 2 * * *"),
             ("*/10 * * * * *", "*/10 * * * * *"),
             ("0 9 * * mon-fri", "0 9 * * mon-fri"),
-            ("0 9  l-2w * fri#3", "0 9 l-2w * fri#3"),
+            ("0 9  lw * fri#3", "0 9 lw * fri#3"),
             ("0 0 $ * *", "0 0 $ * *"),
             ("@yearly", "@yearly"),
             ("@annually", "@yearly"),

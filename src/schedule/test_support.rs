@@ -1,8 +1,8 @@
 //! What the schedule tests share: instants written as RFC 3339 text, a `TickContext` with a fixed
-//! anchor, ticks chained through `next_tick_after`, and the slow, obvious oracle the fast search
-//! is checked against: a plain matcher and a minute-by-minute walk of real time. One copy,
-//! because the tests of `cron`, `days`, `dst`, `every` and the module itself all read and write
-//! ticks the same way.
+//! anchor, ticks chained through `next_tick_after`, and the slow, obvious oracle croner's search
+//! (with the DST rules on top) is checked against: a plain matcher and a minute-by-minute walk
+//! of real time. One copy, because the tests of `cron`, `dst`, `every`, the day tokens and the
+//! module itself all read and write ticks the same way.
 
 use chrono::{
     DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, SecondsFormat, TimeDelta, Timelike, Utc,
@@ -176,14 +176,11 @@ fn is_weekday(date: NaiveDate, day: u32) -> bool {
 fn dom_item_matches(item: &str, date: NaiveDate) -> bool {
     let last = last_day(date);
     let day = date.day();
-    // `L` is the last day, `L-n` n days before it; `$` is `L`.
+    // `L` is the last day; `$` is `L`.
     let target = |spec: &str| -> Option<u32> {
         match spec {
             "L" | "$" => Some(last),
-            _ => match spec.strip_prefix("L-") {
-                Some(n) => last.checked_sub(n.parse().unwrap()).filter(|d| *d >= 1),
-                None => Some(spec.parse::<u32>().unwrap()).filter(|d| *d <= last),
-            },
+            _ => Some(spec.parse::<u32>().unwrap()).filter(|d| *d <= last),
         }
     };
     if let Some(spec) = item.strip_suffix('W') {
@@ -193,7 +190,7 @@ fn dom_item_matches(item: &str, date: NaiveDate) -> bool {
             .min_by_key(|d| d.abs_diff(n));
         return nearest == Some(day);
     }
-    if item == "L" || item == "$" || item.starts_with("L-") {
+    if item == "L" || item == "$" {
         return target(item) == Some(day);
     }
     values_match(&item.replace('*', "1-31"), day, &[])
