@@ -1,15 +1,17 @@
-//! A cron expression as a whole: its fields, each checked by `fields`, assembled into the numeric
-//! 6-field pattern croner evaluates, plus the two facts croner cannot tell: whether the job is a
-//! cronie interval job, and whether any calendar day can match at all. This is where Vixie's
-//! whole-expression rules (the day fields ORed, the `*` exception) live; nothing here knows
-//! about time zones, which are `dst`'s.
+//! A cron expression as a whole: its fields, each checked by `fields`, assembled into the
+//! 6-field pattern croner evaluates (numbers, and the day tokens in croner's spelling), plus the
+//! two facts croner cannot tell: whether the job is a cronie interval job, and whether any
+//! calendar day can match at all. This is where Vixie's whole-expression rules (the day fields
+//! ORed, the `*` exception) live; nothing here knows about time zones, which are `dst`'s.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use chrono::{Datelike, NaiveDate};
 use croner::parser::{CronParser, Seconds, Year};
-use croner::Cron;
+use croner::time::days_in_month;
+use croner::{Cron, CronPattern, Weekday};
 
 use super::fields::{
     parse_field, FieldSpec, DAY_OF_MONTH, DAY_OF_WEEK, HOUR, MINUTE, MONTH, SECOND,
@@ -21,8 +23,9 @@ use super::ScheduleError;
 pub struct CronSchedule {
     /// What users see: the expression with its whitespace normalised, or the macro's name.
     pub(super) text: String,
-    /// Always 6 numeric fields (seconds first), so croner never sees names or macros and its own
-    /// extensions cannot slip through. Shared: compiled once per distinct pattern (see `compiled`).
+    /// Always 6 fields (seconds first), in numbers and with only the day tokens `fields` lets
+    /// through, so croner never sees names, macros or its other extensions (`?`, `+`).
+    /// Shared: compiled once per distinct pattern (see `compiled`).
     pub(super) cron: Arc<Cron>,
     /// cronie's "wildcard" job: keeps real-time cadence across DST changes (see the `schedule`
     /// module doc).
@@ -72,18 +75,20 @@ fn compiled(numeric: &str, both_days_must_match: bool) -> Result<Arc<Cron>, Stri
     Ok(cron)
 }
 
+/// A cron expression of 5 or 6 fields (`fields`), shown to users as `text`.
 pub(super) fn build_cron(text: String, fields: &[&str]) -> Result<CronSchedule, ScheduleError> {
     let specs: &[FieldSpec] = if fields.len() == 6 {
         &[SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK]
     } else {
         &[MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK]
     };
+    // In the order written, so that the first error reported is the leftmost.
     let parsed = fields
         .iter()
         .zip(specs)
         .map(|(raw, spec)| parse_field(spec, raw))
         .collect::<Result<Vec<_>, _>>()?;
-    let [time_fields @ .., dom, month, dow] = parsed.as_slice() else {
+    let [time_fields @ .., dom, _, dow] = parsed.as_slice() else {
         unreachable!("a cron expression has at least 5 fields");
     };
 
@@ -92,10 +97,6 @@ pub(super) fn build_cron(text: String, fields: &[&str]) -> Result<CronSchedule, 
     // unless told to AND them; asking for AND when a field merely starts with `*` gives Vixie's
     // rule (for an exact `*` AND and "ignore" agree).
     let both_days_must_match = dom.starred || dow.starred;
-    let dom_any = dom.numeric == "*";
-    let dow_any = dow.numeric == "*";
-    let fires =
-        dom_any || (!dow_any && !both_days_must_match) || some_day_exists(month.bits, dom.bits);
 
     let mut numeric = String::new();
     if fields.len() == 5 {
@@ -112,6 +113,7 @@ pub(super) fn build_cron(text: String, fields: &[&str]) -> Result<CronSchedule, 
         text: text.clone(),
         message,
     })?;
+    let fires = some_day_matches(&cron.pattern);
     Ok(CronSchedule {
         text,
         cron,
@@ -120,18 +122,38 @@ pub(super) fn build_cron(text: String, fields: &[&str]) -> Result<CronSchedule, 
     })
 }
 
-/// Whether some month in `months` has a day in `days`. Weekdays need no check: every
-/// (month, day) pair falls on every weekday in some year.
-fn some_day_exists(months: u64, days: u64) -> bool {
-    const LONGEST: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    (1..=12u32).any(|m| {
-        months & (1 << m) != 0 && (1..=LONGEST[m as usize - 1]).any(|d| days & (1 << d) != 0)
+/// Whether any calendar day can ever match, asked of croner's own day rule for every day of
+/// 2001 to 2028. Which days of a month match depends only on the month's length and the
+/// weekday of its 1st, and those 28 years hold every kind of year (each weekday for January
+/// 1st, leap or not), so the answer is exact; the scan stops at the first match, so only a
+/// pattern that never fires (`0 0 30 2 *`, `0 0 */8 2 1#5`) pays for all 28 years, once, where
+/// croner would search to year 5000 at every tick.
+fn some_day_matches(pattern: &CronPattern) -> bool {
+    (2001..=2028).any(|year| {
+        (1..=12u32)
+            .filter(|&month| pattern.month_match(month).unwrap_or(false))
+            .any(|month| {
+                (1..=days_in_month(year, month)).any(|day| {
+                    NaiveDate::from_ymd_opt(year, month, day).is_some_and(|date| {
+                        let weekday =
+                            Weekday::from_days_from_sunday(date.weekday().num_days_from_sunday());
+                        pattern
+                            .day_match(year, month, day, weekday)
+                            .unwrap_or(false)
+                    })
+                })
+            })
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::schedule::test_support::{ctx, next_n, schedule, utc};
+    use chrono::TimeDelta;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use crate::schedule::test_support::{agrees_with_the_walk, ctx, next_n, schedule, utc};
+    use crate::schedule::Schedule;
 
     #[test]
     #[allow(clippy::too_many_lines)] // one table of cases, read row by row
@@ -404,6 +426,93 @@ mod tests {
                 started.elapsed() < std::time::Duration::from_millis(50),
                 "{pattern}"
             );
+        }
+    }
+
+    #[test]
+    fn random_expressions_agree_with_the_walk() {
+        // Items of each field, mixed at random: the new tokens among plain values, in lists, with
+        // both day-field rules (a leading `*` or not), in zones with and without DST. The seed is
+        // fixed, so a failure names an expression that fails again.
+        const MINUTES: &[&str] = &["0", "30", "59", "*/20", "15,45"];
+        const HOURS: &[&str] = &["0", "2", "12", "23", "1-3", "*/6", "*"];
+        const DAYS: &[&str] = &[
+            "1", "15", "29", "28-31", "*/10", "L", "$", "LW", "1W", "15W", "30W", "31W", "*",
+        ];
+        const MONTHS: &[&str] = &["*", "2", "1-6", "*/3", "FEB,MAR", "10-12", "3,10,11"];
+        const WEEKDAYS: &[&str] = &[
+            "*",
+            "5L",
+            "1#2",
+            "FRI#3",
+            "0L",
+            "7#1",
+            "1#5",
+            "MON-FRI#1",
+            "SAT-SUN#L",
+            "1-5",
+            "0",
+            "THU#4",
+            "*/2",
+            "6#5",
+        ];
+        const ZONES: &[&str] = &["UTC", "Europe/Zurich", "America/New_York"];
+        let mut rng = StdRng::seed_from_u64(16);
+        let mut pick = |items: &[&'static str]| items[rng.random_range(0..items.len())];
+        let cases: Vec<(String, &str, i64)> = (0..120)
+            .map(|_| {
+                let (minute, hour) = (pick(MINUTES), pick(HOURS));
+                let mut dom = pick(DAYS).to_string();
+                let second = pick(DAYS);
+                // `L` (or `$`) with `LW` is refused (see `fields`), so it is not drawn.
+                let last_and_last_weekday = [dom.as_str(), second].contains(&"LW")
+                    && ["L", "$"]
+                        .iter()
+                        .any(|l| [dom.as_str(), second].contains(l));
+                if pick(&["one", "one", "two"]) == "two" && !last_and_last_weekday {
+                    dom = format!("{dom},{second}");
+                }
+                let month = pick(MONTHS);
+                let mut dow = pick(WEEKDAYS).to_string();
+                if pick(&["one", "one", "two"]) == "two" {
+                    dow = format!("{dow},{}", pick(WEEKDAYS));
+                }
+                let zone = pick(ZONES);
+                let day = pick(&["0", "100", "200", "300", "400", "500", "600", "700"]);
+                let text = format!("{minute} {hour} {dom} {month} {dow}");
+                (text, zone, day.parse().unwrap())
+            })
+            .collect();
+        let mut firing = 0;
+        for (text, zone, day) in &cases {
+            let from = utc("2024-01-01T12:00:00Z") + TimeDelta::days(*day);
+            if agrees_with_the_walk(text, zone, from, 731) > 0 {
+                firing += 1;
+            }
+        }
+        // Agreeing on nothing proves little: most expressions must fire in two years.
+        assert!(firing * 10 >= cases.len() * 9, "only {firing} fired");
+    }
+
+    #[test]
+    fn whether_a_pattern_can_ever_fire_is_known_when_it_is_parsed() {
+        // Asked of croner's day rule (`some_day_matches`), not by searching: no February has a
+        // `30W`, and days 1, 9, 17 and 25 are never a fifth Monday.
+        let fires = |pattern: &str| match schedule(pattern) {
+            Schedule::Cron(cron) => cron.fires,
+            other => panic!("{other:?}"),
+        };
+        for never in [
+            "0 0 30 2 *",
+            "0 0 30W 2 *",
+            "0 0 31W 4,6 *",
+            "0 0 */8 2 1#5",
+        ] {
+            assert!(!fires(never), "{never}");
+        }
+        // A leap February starting on a Monday has a fifth Monday, the 29th (2016, 2044).
+        for sometimes in ["0 0 29W 2 *", "0 0 * 2 1#5", "0 0 */4 2 1#5", "0 0 L 2 5L"] {
+            assert!(fires(sometimes), "{sometimes}");
         }
     }
 }

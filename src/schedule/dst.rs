@@ -97,8 +97,7 @@ fn repeat_end(tz: Tz, m: NaiveDateTime, x: DateTime<Utc>) -> Option<NaiveDateTim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::test_support::{ctx, next_n, schedule, show, utc};
-    use crate::schedule::Schedule;
+    use crate::schedule::test_support::{ctx, next_n, schedule, show, utc, walk};
     use chrono::{NaiveDate, TimeDelta};
 
     #[test]
@@ -357,10 +356,7 @@ mod tests {
 
     #[test]
     fn agrees_with_a_minute_by_minute_walk_around_transitions() {
-        // The DST rule stated directly, as cronie applies it: walk real time minute by minute.
-        // An interval job ticks whenever the local time matches. A wall-clock job ticks when the
-        // clock first reaches a matching local time: any match in (latest local time shown so
-        // far, local time now].
+        // The DST rule stated directly, as cronie applies it (`test_support::walk`).
         let windows = [
             ("Europe/Zurich", "2026-03-27T00:00:00Z"),
             ("Europe/Zurich", "2026-10-23T00:00:00Z"),
@@ -388,39 +384,12 @@ mod tests {
             "*/20 2 * * *",
             "0 0 * * 0",
         ];
-        let minute = TimeDelta::minutes(1);
         for (tz_name, start) in windows {
-            let tz: Tz = tz_name.parse().unwrap();
             let from = utc(start);
             let to = from + TimeDelta::days(4);
             for pattern in patterns {
-                let Schedule::Cron(cron) = schedule(pattern) else {
-                    unreachable!()
-                };
-                let matches = |local: NaiveDateTime| cron.cron.is_time_matching(&local).unwrap();
-                let mut expected = Vec::new();
-                let mut shown = from.with_timezone(&tz).naive_local();
-                let mut x = from + minute;
-                while x <= to {
-                    let local = x.with_timezone(&tz).naive_local();
-                    let tick = if cron.interval {
-                        matches(local)
-                    } else {
-                        let mut m = shown + minute;
-                        let mut any = false;
-                        while m <= local && !any {
-                            any = matches(m);
-                            m += minute;
-                        }
-                        any
-                    };
-                    if tick {
-                        expected.push(show(x));
-                    }
-                    shown = shown.max(local);
-                    x += minute;
-                }
-                let got: Vec<_> = Schedule::Cron(cron.clone())
+                let expected = walk(pattern, tz_name, from, to);
+                let got: Vec<_> = schedule(pattern)
                     .ticks_between(from, to, &ctx(tz_name), 10_000)
                     .into_iter()
                     .map(show)

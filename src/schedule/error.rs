@@ -35,7 +35,20 @@ pub enum ScheduleError {
         /// What is wrong with it and what it takes instead.
         reason: String,
     },
-    /// A Quartz cron extension (`?`, `#`, `L`, `W`) that pgsched does not support.
+    /// One of the day tokens (`L`, `W`, `#`, `$`) where it is not allowed, or in a form it does
+    /// not take (`32W`, `1#6`, `LW5`, Quartz's `L-3`).
+    #[error("{field} field `{value}`: {problem}; {}", .token.hint())]
+    Special {
+        /// The field's name.
+        field: &'static str,
+        /// The field as written.
+        value: String,
+        /// The token at fault; its hint says what it means and where it is allowed.
+        token: CronToken,
+        /// What is wrong with this use of it.
+        problem: String,
+    },
+    /// A Quartz cron extension that pgsched does not support: `?`.
     #[error("{field} field `{value}`: `{symbol}` is Quartz cron syntax, which pgsched does not support; {hint}")]
     Extension {
         /// The field's name.
@@ -108,6 +121,41 @@ pub enum ScheduleError {
     },
 }
 
+/// The tokens cron takes beyond numbers, names, `*`, ranges, steps and lists, all about days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CronToken {
+    /// `L`: the last day of the month (`L`, `LW`), or a weekday's last occurrence (`5L`).
+    Last,
+    /// `W`: the weekday (Monday to Friday) nearest a day of the month (`15W`, `LW`).
+    Weekday,
+    /// `#`: one occurrence of a weekday in the month (`1#2`, the second Monday).
+    Nth,
+    /// `$`: pg_cron's last day of the month, the same as `L`.
+    Dollar,
+}
+
+impl CronToken {
+    /// The token as written.
+    pub fn symbol(self) -> char {
+        match self {
+            CronToken::Last => 'L',
+            CronToken::Weekday => 'W',
+            CronToken::Nth => '#',
+            CronToken::Dollar => '$',
+        }
+    }
+
+    /// What the token means and where it is allowed: the hint of every error about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            CronToken::Last => "`L` means last: in day-of-month `L` is the last day of the month and `LW` its last weekday (Quartz's `L-2`, two days before it, is not supported); in day-of-week it follows a weekday, so `5L` or `FRIL` is the last Friday of the month; no other field takes it",
+            CronToken::Weekday => "`W` means the weekday, Monday to Friday, nearest a day of the same month, and is allowed only in day-of-month after one day: `15W` is the weekday nearest the 15th, `LW` the last weekday of the month; for Monday to Friday in day-of-week write `1-5`",
+            CronToken::Nth => "`#` picks one occurrence of a weekday in the month and is allowed only in day-of-week, between a weekday and a number from 1 to 5: `1#2` or `MON#2` is the second Monday, and `5L` the last Friday",
+            CronToken::Dollar => "`$` is pg_cron's last day of the month, the same as `L`, and is allowed only in day-of-month as a day of its own, such as `$` or `1,$`; for the last weekday write `LW`",
+        }
+    }
+}
+
 fn did_you_mean(suggestion: &Option<String>) -> String {
     match suggestion {
         Some(s) => format!(" (did you mean `{s}`?)"),
@@ -139,11 +187,6 @@ mod tests {
             ("0 0 * 13 *", "month field `13`"),
             ("0 0 * * 8", "0-7 (0 and 7 are Sunday)"),
             ("60 * * * * *", "second field `60`"),
-            ("0 0 L * *", "`L` is Quartz cron syntax"),
-            ("0 0 LW * *", "`L` is Quartz cron syntax"),
-            ("0 0 15W * *", "`W` is Quartz cron syntax"),
-            ("0 0 * * 5L", "`L` is Quartz cron syntax"),
-            ("0 0 * * 5#2", "`#` is Quartz cron syntax"),
             (
                 "0 0 ? * MON",
                 "`?` is Quartz cron syntax, which pgsched does not support; write `*` instead",
@@ -193,12 +236,334 @@ mod tests {
         }
         assert_eq!(parse_schedule("@reboot"), Err(ScheduleError::Reboot));
         assert!(matches!(
-            parse_schedule("0 0 * * 5#2"),
+            parse_schedule("0 0 ? * 5"),
             Err(ScheduleError::Extension {
-                symbol: '#',
-                field: "day-of-week",
+                symbol: '?',
+                field: "day-of-month",
                 ..
             })
         ));
+    }
+
+    #[test]
+    #[allow(clippy::too_many_lines)] // one table of cases, read row by row
+    fn day_tokens_in_the_wrong_place_say_what_they_mean_and_where_they_go() {
+        // (input, field, token, a fragment of the problem)
+        let cases = [
+            (
+                "L * * * *",
+                "minute",
+                CronToken::Last,
+                "`L` has no meaning in the minute field",
+            ),
+            ("0 L * * *", "hour", CronToken::Last, "in the hour field"),
+            (
+                "L 0 0 * * *",
+                "second",
+                CronToken::Last,
+                "in the second field",
+            ),
+            ("0 0 1 L *", "month", CronToken::Last, "in the month field"),
+            (
+                "0 0 1 1,L *",
+                "month",
+                CronToken::Last,
+                "in the month field",
+            ),
+            (
+                "L-2 * * * *",
+                "minute",
+                CronToken::Last,
+                "in the minute field",
+            ),
+            ("0 0 1 LW *", "month", CronToken::Last, "in the month field"),
+            (
+                "0 15W * * *",
+                "hour",
+                CronToken::Weekday,
+                "`W` has no meaning in the hour",
+            ),
+            (
+                "5#2 * * * *",
+                "minute",
+                CronToken::Nth,
+                "`#` has no meaning",
+            ),
+            (
+                "0 0 1 $ *",
+                "month",
+                CronToken::Dollar,
+                "`$` has no meaning",
+            ),
+            (
+                "0 0 32W * *",
+                "day-of-month",
+                CronToken::Weekday,
+                "there is no day 32",
+            ),
+            (
+                "0 0 0W * *",
+                "day-of-month",
+                CronToken::Weekday,
+                "there is no day 0",
+            ),
+            (
+                "0 0 1,32W * *",
+                "day-of-month",
+                CronToken::Weekday,
+                "in `32W`, there is no day 32",
+            ),
+            (
+                "0 0 * * 1,L",
+                "day-of-week",
+                CronToken::Last,
+                "in `L`, `L` needs a weekday before it",
+            ),
+            (
+                "0 0 W * *",
+                "day-of-month",
+                CronToken::Weekday,
+                "`W` needs a day before it",
+            ),
+            (
+                "0 0 LW5 * *",
+                "day-of-month",
+                CronToken::Weekday,
+                "nothing may follow `W`",
+            ),
+            (
+                "0 0 15W2 * *",
+                "day-of-month",
+                CronToken::Weekday,
+                "nothing may follow `W`",
+            ),
+            (
+                "0 0 1-5W * *",
+                "day-of-month",
+                CronToken::Weekday,
+                "not a range or a step",
+            ),
+            (
+                "0 0 L-0 * *",
+                "day-of-month",
+                CronToken::Last,
+                "`L-n` and `L-nW` (n days before the last day, Quartz) are not supported",
+            ),
+            (
+                "0 0 L-31 * *",
+                "day-of-month",
+                CronToken::Last,
+                "`L-n` and `L-nW` (n days before the last day, Quartz) are not supported",
+            ),
+            (
+                "0 0 L- * *",
+                "day-of-month",
+                CronToken::Last,
+                "`L-n` and `L-nW` (n days before the last day, Quartz) are not supported",
+            ),
+            (
+                "0 0 15-L * *",
+                "day-of-month",
+                CronToken::Last,
+                "a range cannot end at `L`; write `15-31`",
+            ),
+            (
+                "0 0 5L * *",
+                "day-of-month",
+                CronToken::Last,
+                "is day-of-week syntax",
+            ),
+            (
+                "0 0 L5 * *",
+                "day-of-month",
+                CronToken::Last,
+                "`L` stands alone or as `LW`",
+            ),
+            (
+                "0 0 L-3 * *",
+                "day-of-month",
+                CronToken::Last,
+                "use `L` (the last day) or `LW` (the last weekday), or a fixed day",
+            ),
+            (
+                "0 0 1,L-2W * *",
+                "day-of-month",
+                CronToken::Last,
+                "in `L-2W`, `L-n` and `L-nW`",
+            ),
+            (
+                "0 0 L,LW * *",
+                "day-of-month",
+                CronToken::Last,
+                "`L` and `LW` cannot be combined",
+            ),
+            (
+                "0 0 lw,$ * *",
+                "day-of-month",
+                CronToken::Last,
+                "`L` and `LW` cannot be combined",
+            ),
+            (
+                "0 0 1#2 * *",
+                "day-of-month",
+                CronToken::Nth,
+                "is day-of-week syntax",
+            ),
+            (
+                "0 0 $W * *",
+                "day-of-month",
+                CronToken::Dollar,
+                "takes nothing before or after",
+            ),
+            (
+                "0 0 1-$ * *",
+                "day-of-month",
+                CronToken::Dollar,
+                "takes nothing before or after",
+            ),
+            (
+                "0 0 * * 1#6",
+                "day-of-week",
+                CronToken::Nth,
+                "at most 5 of each weekday, so there is no occurrence 6",
+            ),
+            (
+                "0 0 * * 1#0",
+                "day-of-week",
+                CronToken::Nth,
+                "a number from 1 (the first) to 5",
+            ),
+            (
+                "0 0 * * 1#",
+                "day-of-week",
+                CronToken::Nth,
+                "a number from 1 (the first) to 5",
+            ),
+            (
+                "0 0 * * #2",
+                "day-of-week",
+                CronToken::Nth,
+                "`#` needs a weekday before it",
+            ),
+            (
+                "0 0 * * L",
+                "day-of-week",
+                CronToken::Last,
+                "`L` needs a weekday before it",
+            ),
+            (
+                "0 0 * * 1,L",
+                "day-of-week",
+                CronToken::Last,
+                "`L` needs a weekday before it",
+            ),
+            (
+                "0 0 * * 5W",
+                "day-of-week",
+                CronToken::Weekday,
+                "`W` has no meaning in the day-of-week",
+            ),
+            (
+                "0 0 * * LW",
+                "day-of-week",
+                CronToken::Weekday,
+                "`W` has no meaning",
+            ),
+            (
+                "0 0 * * 5L2",
+                "day-of-week",
+                CronToken::Last,
+                "comes once, right after a weekday",
+            ),
+            (
+                "0 0 * * 1#2#3",
+                "day-of-week",
+                CronToken::Nth,
+                "a number from 1",
+            ),
+            (
+                "0 0 * * */2#1",
+                "day-of-week",
+                CronToken::Nth,
+                "not `*` or a step",
+            ),
+            (
+                "0 0 * * 1-5/2L",
+                "day-of-week",
+                CronToken::Last,
+                "not `*` or a step",
+            ),
+            (
+                "0 0 * * $",
+                "day-of-week",
+                CronToken::Dollar,
+                "`$` has no meaning",
+            ),
+        ];
+        for (input, field_name, expected_token, fragment) in cases {
+            let err = parse_schedule(input).expect_err(input);
+            let ScheduleError::Special {
+                field,
+                token,
+                ref problem,
+                ..
+            } = err
+            else {
+                panic!("{input:?}: {err:?}");
+            };
+            assert_eq!(
+                (field, token),
+                (field_name, expected_token),
+                "{input:?}: {err}"
+            );
+            assert!(
+                problem.contains(fragment),
+                "{input:?}: {problem:?} lacks {fragment:?}"
+            );
+            // The message ends with the hint: what the token means and where it is allowed.
+            assert!(err.to_string().ends_with(token.hint()), "{input:?}: {err}");
+        }
+        // Out of range values keep the plain message.
+        for (input, fragment) in [
+            (
+                "0 0 * * 8L",
+                "8 is out of range; the day-of-week field takes 0-7",
+            ),
+            ("0 0 * * 9#1", "9 is out of range"),
+            ("0 0 * * FRIDAY#1", "`FRIDAY` is not a value"),
+            ("0 0 * JULY *", "`JULY` is not a value"),
+        ] {
+            let err = parse_schedule(input).expect_err(input).to_string();
+            assert!(
+                err.contains(fragment),
+                "{input:?}: {err:?} lacks {fragment:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_hint_says_what_the_token_means_and_where_it_is_allowed() {
+        for (token, meaning, place) in [
+            (CronToken::Last, "`L` means last", "in day-of-month"),
+            (
+                CronToken::Weekday,
+                "nearest a day",
+                "allowed only in day-of-month",
+            ),
+            (
+                CronToken::Nth,
+                "one occurrence of a weekday",
+                "allowed only in day-of-week",
+            ),
+            (
+                CronToken::Dollar,
+                "last day of the month",
+                "allowed only in day-of-month",
+            ),
+        ] {
+            assert!(token.hint().contains(meaning), "{token:?}");
+            assert!(token.hint().contains(place), "{token:?}");
+            assert!(token.hint().contains(token.symbol()), "{token:?}");
+        }
     }
 }

@@ -7,9 +7,12 @@
 //! steps and lists; Sunday is both 0 and 7. When day-of-month and day-of-week are both
 //! restricted a day matches if either does. As in Vixie cron a day field that *starts* with `*`
 //! (`*/2`) does not count as restricted, so there both fields must match: `0 0 */2 * 1` is the
-//! odd-numbered days that are Mondays. Quartz syntax (`L`, `W`, `#`, `?`) and a year field are
-//! rejected rather than half-supported: Quartz numbers weekdays from 1 = Sunday, so a pattern
-//! written for it would silently run on the wrong days here.
+//! odd-numbered days that are Mondays. The day fields also take croner's `L` (last: `L` and `LW`
+//! in day-of-month, `5L` in day-of-week), `W` (nearest weekday: `15W`) and `#` (nth weekday:
+//! `1#2`), and pg_cron's `$` (the last day), which croner evaluates; see `fields`. Their
+//! weekdays are still Vixie's (`5L` is the last Friday), not Quartz's, which count from
+//! 1 = Sunday. Quartz's `L-n`, `?` and a year field are rejected with a hint, and `@reboot` too:
+//! pgsched runs nothing on start.
 //!
 //! Cron fields are read in the job's time zone, and daylight-saving changes are handled like
 //! cronie, which sorts jobs into two kinds:
@@ -27,9 +30,9 @@
 //!
 //! The public types and the dispatch between kinds of schedule live here; the rest is split by
 //! concern, so that each part can be read and changed on its own: `cron` and `fields` parse cron
-//! expressions, `macros` the `@` words, `every` the `@every` and `@after` durations, `zone` the
-//! `timeZone`; `dst` applies the daylight-saving rules when finding cron ticks, and `offsets`
-//! finds where a zone's UTC offset changes.
+//! expressions into the pattern croner evaluates, `macros` the `@` words, `every` the `@every`
+//! and `@after` durations, `zone` the `timeZone`; `dst` applies the daylight-saving rules when
+//! finding cron ticks, and `offsets` finds where a zone's UTC offset changes.
 
 mod cron;
 mod dst;
@@ -41,7 +44,7 @@ mod offsets;
 mod zone;
 
 pub use cron::CronSchedule;
-pub use error::ScheduleError;
+pub use error::{CronToken, ScheduleError};
 pub use zone::parse_time_zone;
 
 use std::borrow::Cow;
@@ -80,9 +83,9 @@ pub struct TickContext {
     pub last_finished: Option<DateTime<Utc>>,
 }
 
-/// Parses a `schedule` field: a 5- or 6-field cron expression, `@yearly` (`@annually`),
-/// `@monthly`, `@weekly`, `@daily` (`@midnight`), `@hourly`, `@every <duration>` or
-/// `@after <duration>`. Macro names are case-insensitive.
+/// Parses a `schedule` field: a 5- or 6-field cron expression (with `L`, `W`, `#` and `$` in
+/// the day fields), `@yearly` (`@annually`), `@monthly`, `@weekly`, `@daily` (`@midnight`),
+/// `@hourly`, `@every <duration>` or `@after <duration>`. Macro names are case-insensitive.
 pub fn parse_schedule(text: &str) -> Result<Schedule, ScheduleError> {
     let text = text.trim();
     if text.is_empty() {
@@ -201,6 +204,8 @@ impl fmt::Display for Schedule {
 }
 
 #[cfg(test)]
+mod day_token_tests;
+#[cfg(test)]
 mod test_support;
 
 #[cfg(test)]
@@ -215,6 +220,8 @@ mod tests {
             ("  0   2 *\t* *  ", "0 2 * * *"),
             ("*/10 * * * * *", "*/10 * * * * *"),
             ("0 9 * * mon-fri", "0 9 * * mon-fri"),
+            ("0 9  lw * fri#3", "0 9 lw * fri#3"),
+            ("0 0 $ * *", "0 0 $ * *"),
             ("@yearly", "@yearly"),
             ("@annually", "@yearly"),
             ("@MONTHLY", "@monthly"),

@@ -90,7 +90,10 @@ macro_rules! runnable_spec {
         pub struct $name {
             /// `min hour dom mon dow` (Vixie cron), 6 fields with leading seconds, `@daily` and
             /// the other macros, `@every 5m` (fixed rate) or `@after 5m` (after the previous
-            /// run finished). Absent: on-demand only.
+            /// run finished). Day-of-month also takes `L` (the last day), `$` (pg_cron's `L`),
+            /// `15W` (the weekday nearest the 15th, within the month) and `LW` (the last
+            /// weekday); day-of-week `5L` or `FRIL` (the last Friday) and `1#2` or `MON#2` (the
+            /// second Monday; 1 to 5). Quartz's `L-3` is not supported. Absent: on-demand only.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub schedule: Option<String>,
             /// Run once at this RFC 3339 time, then complete. Exclusive with `schedule`.

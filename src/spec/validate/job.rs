@@ -105,6 +105,15 @@ fn split_suggestion(e: ScheduleError) -> (String, Option<String>) {
                 None => "use `@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`, `@every <duration>` or `@after <duration>`".into(),
             }),
         ),
+        ScheduleError::Special {
+            field,
+            value,
+            token,
+            problem,
+        } => (
+            format!("{field} field `{value}`: {problem}"),
+            Some(token.hint().to_string()),
+        ),
         other => (other.to_string(), None),
     }
 }
