@@ -404,11 +404,15 @@ mod tests {
     }
 
     #[test]
-    fn never_matching_cron_ends_quickly() {
+    fn never_matching_cron_ends_without_searching() {
         let c = ctx("Europe/Zurich");
         for pattern in ["0 0 30 2 *", "0 0 31 2,4 *", "0 0 30 2 * "] {
             let s = schedule(pattern);
-            let started = std::time::Instant::now();
+            // Known at parse time, so no tick search runs (croner's would go on to year 5000).
+            assert!(
+                matches!(&s, Schedule::Cron(cron) if !cron.fires),
+                "{pattern}"
+            );
             assert_eq!(
                 s.next_tick_after(utc("2026-01-01T00:00:00Z"), &c),
                 None,
@@ -422,10 +426,6 @@ mod tests {
                     100
                 )
                 .is_empty());
-            assert!(
-                started.elapsed() < std::time::Duration::from_millis(50),
-                "{pattern}"
-            );
         }
     }
 
