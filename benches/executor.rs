@@ -187,6 +187,9 @@ async fn drains(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         rates.push(f64::from(runs) / started.elapsed().as_secs_f64());
+        if std::env::var_os("PGSCHED_BENCH_VERBOSE").is_some() {
+            println!("    one drain: {:.0} runs/s", rates[rates.len() - 1]);
+        }
         for e in executors {
             e.stop().await;
         }

@@ -200,9 +200,13 @@ pub const RECORD: &str = "UPDATE pgsched.runs r
                FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[],
                            $6::text[], $7::bigint[], $8::bigint[], $9::text[])
                     AS d(id, status, attempt, due_at, error, output, rows, queued_us, effects)
-              -- `status || ''`: not the partial index of running runs, whose dead entries a
-              -- drain piles up faster than vacuum clears them; each row by its primary key.
-              WHERE r.id = d.id AND r.worker = $10 AND r.status || '' = 'running'";
+              -- The runs by their primary key (`id = ANY`), then joined to the arrays. The
+              -- worker and status checks sit in a coalesce on purpose: as plain conditions
+              -- their estimate (from statistics taken when no run was running) is a row or
+              -- two, and the planner then scans the table, or the partial index of running
+              -- runs full of a drain's dead entries, once per finished run.
+              WHERE r.id = d.id AND r.id = ANY($1)
+                AND coalesce(r.worker = $10 AND r.status = 'running', false)";
 
 /// Records finished attempts in one statement, inside the caller's transaction (a batch's, or
 /// the one a SQL task's writes wait in). Only runs still held by this worker are updated: a run
