@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{apply_specs, wait_for, Executor, Specs};
+use common::{apply_specs, trigger, wait_for, Executor, Specs};
 
 use chrono::{DateTime, Utc};
 use std::process::Command;
@@ -111,16 +111,6 @@ fn step<'a>(steps: &'a [StepInfo], name: &str) -> &'a StepInfo {
         .iter()
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("no step {name} in {steps:#?}"))
-}
-
-async fn trigger(client: &Client, name: &str, params: &str) -> i64 {
-    client
-        .query_one(
-            "SELECT pgsched.trigger($1, $2::text::jsonb)",
-            &[&name, &params],
-        )
-        .await
-        .map_or_else(|e| panic!("trigger {name}: {e}"), |r| r.get(0))
 }
 
 async fn values(client: &Client, table: &str) -> Vec<i32> {

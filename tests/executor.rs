@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{apply_specs, job, wait_for, Executor, Sidecar, Specs};
+use common::{apply_specs, job, trigger, wait_for, Executor, Sidecar, Specs};
 
 use std::path::Path;
 use std::process::Command;
@@ -39,17 +39,6 @@ async fn wait_finished(
     )
     .await;
     run_row(client, id).await
-}
-
-async fn trigger(client: &Client, job: &str, params: &str) -> i64 {
-    client
-        .query_one(
-            &format!("SELECT pgsched.trigger('{job}', '{params}'::jsonb)"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{apply_specs, job, wait_for, Executor, Sidecar, Specs};
+use common::{apply_specs, job, trigger, wait_for, Executor, Sidecar, Specs};
 
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -42,17 +42,6 @@ async fn run_of(client: &Client, id: i64) -> (String, Option<String>, Option<Str
         .await
         .unwrap();
     (r.get(0), r.get(1), r.get(2))
-}
-
-async fn trigger(client: &Client, job: &str, params: &str) -> i64 {
-    client
-        .query_one(
-            "SELECT pgsched.trigger($1, $2::text::jsonb)",
-            &[&job, &params],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
 }
 
 async fn finished(client: &Client, id: i64) -> (String, Option<String>, Option<String>) {

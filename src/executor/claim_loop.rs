@@ -141,18 +141,17 @@ impl ClaimLoop {
         let decide_first = materialize(&self.env.pool, self.env.clock.as_ref(), self.poll).await?;
         self.dispatch();
         let free = self.slots.available_permits();
-        let want = self.queue.want(free);
-        if !decide_first && (want == 0 || (self.more_due && !self.queue.low(free))) {
-            // No room to claim into: the next look is when a slot frees and the queue runs low.
-            self.more_due = true;
-            return Ok((None, false));
-        }
-        // Runs to decide just made: no batch claim unless the queue wants one.
+        // No batch claim while the queue holds a backlog's worth (the next comes when it runs
+        // low) or has no room; runs to decide just made are decided regardless.
         let batch = if self.more_due && !self.queue.low(free) {
             0
         } else {
-            want
+            self.queue.want(free)
         };
+        if batch == 0 && !decide_first {
+            self.more_due = true;
+            return Ok((None, false));
+        }
         let got = claim(
             &self.env.pool,
             &self.env.worker,
@@ -172,8 +171,8 @@ impl ClaimLoop {
         self.queue.claimed(batch, got.runs.len());
         self.more_due = got.runs.len() >= batch;
         let left_waiting = got.waiting;
+        // Started by the loop's dispatch, right after this step.
         self.enqueue(got);
-        self.dispatch();
         if self.more_due {
             // More is due now: finishing runs bring the next claim, not a timer.
             return Ok((None, left_waiting));

@@ -5,7 +5,7 @@ use super::{Context, StoreError};
 use crate::store::states::{Effects, RunStatus, RunTrigger, TickPhase};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::GenericClient;
 
 /// NOTIFY channels: new or changed runs, changed jobs, cancellation requests.
@@ -177,10 +177,11 @@ pub async fn complete(
     worker: &str,
     done: &[Completion],
 ) -> Result<(), StoreError> {
-    let tx = c.transaction().await.context("starting a completion")?;
-    if !done.is_empty() {
-        record(&tx, worker, done, None).await?;
+    if done.is_empty() {
+        return wake_executors(&*c).await;
     }
+    let tx = c.transaction().await.context("starting a completion")?;
+    record(&tx, worker, done, None).await?;
     wake_executors(&tx).await?;
     tx.commit().await.context("committing finished runs")?;
     Ok(())
@@ -235,35 +236,21 @@ pub async fn record(
         .iter()
         .map(|d| d.effects.map(Effects::as_str))
         .collect();
+    let params: [(&(dyn ToSql + Sync), Type); 10] = [
+        (&ids, Type::INT8_ARRAY),
+        (&statuses, Type::TEXT_ARRAY),
+        (&attempts, Type::INT4_ARRAY),
+        (&due, Type::TIMESTAMPTZ_ARRAY),
+        (&errors, Type::TEXT_ARRAY),
+        (&outputs, Type::TEXT_ARRAY),
+        (&rows, Type::INT8_ARRAY),
+        (&queued, Type::INT8_ARRAY),
+        (&effects, Type::TEXT_ARRAY),
+        (&worker, Type::TEXT),
+    ];
     let recorded = match prepared {
-        Some(statement) => {
-            c.execute(
-                statement,
-                &[
-                    &ids, &statuses, &attempts, &due, &errors, &outputs, &rows, &queued, &effects,
-                    &worker,
-                ],
-            )
-            .await
-        }
-        None => {
-            c.execute_typed(
-                RECORD,
-                &[
-                    (&ids, Type::INT8_ARRAY),
-                    (&statuses, Type::TEXT_ARRAY),
-                    (&attempts, Type::INT4_ARRAY),
-                    (&due, Type::TIMESTAMPTZ_ARRAY),
-                    (&errors, Type::TEXT_ARRAY),
-                    (&outputs, Type::TEXT_ARRAY),
-                    (&rows, Type::INT8_ARRAY),
-                    (&queued, Type::INT8_ARRAY),
-                    (&effects, Type::TEXT_ARRAY),
-                    (&worker, Type::TEXT),
-                ],
-            )
-            .await
-        }
+        Some(statement) => c.execute(statement, &params.map(|(value, _)| value)).await,
+        None => c.execute_typed(RECORD, &params).await,
     }
     .context("recording finished runs")?;
     for d in done {

@@ -486,6 +486,17 @@ impl Executor {
     }
 }
 
+/// Enqueues an on-demand run of `job` through `pgsched.trigger` with `params` (JSON text).
+pub async fn trigger(client: &Client, job: &str, params: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT pgsched.trigger($1, $2::text::jsonb)",
+            &[&job, &params],
+        )
+        .await
+        .map_or_else(|e| panic!("trigger {job}: {e}"), |r| r.get(0))
+}
+
 /// Polls `query` (returning one i64) until `check` holds or the deadline passes.
 pub async fn wait_for(
     client: &Client,

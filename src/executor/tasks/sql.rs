@@ -58,9 +58,13 @@ pub struct HeldTransaction {
 }
 
 impl HeldTransaction {
+    fn object(&self) -> &deadpool_postgres::Object {
+        self.object.as_ref().expect("held until committed")
+    }
+
     /// The connection the transaction is open on.
     pub fn client(&self) -> &tokio_postgres::Client {
-        self.object.as_ref().expect("held until committed")
+        self.object()
     }
 
     /// `sql` prepared on the transaction's connection, once per connection (the pool keeps
@@ -69,11 +73,7 @@ impl HeldTransaction {
         &self,
         sql: &str,
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-        self.object
-            .as_ref()
-            .expect("held until committed")
-            .prepare_cached(sql)
-            .await
+        self.object().prepare_cached(sql).await
     }
 
     /// Commits the SQL's writes and whatever was written here since.
@@ -85,9 +85,7 @@ impl HeldTransaction {
         }
         committed
     }
-}
 
-impl HeldTransaction {
     /// Rolls the SQL's writes back; the connection goes back to the pool if that worked.
     async fn roll_back(mut self) {
         let object = self.object.take().expect("held until committed");
@@ -123,22 +121,9 @@ pub(super) async fn run_sql_with_run(
             None,
         );
     }
-    let (object, tls) = match limits.bounded(ctx.databases.get(None)).await {
-        Err(interrupt) => {
-            return (
-                limits.outcome(interrupt, String::new()),
-                Effects::WithRun,
-                None,
-            )
-        }
-        Ok(Err(e)) => {
-            return (
-                TaskOutcome::failed(e.to_string(), String::new()),
-                Effects::WithRun,
-                None,
-            )
-        }
-        Ok(Ok(got)) => got,
+    let (object, tls) = match connection(ctx, limits).await {
+        Ok(got) => got,
+        Err(outcome) => return (outcome, Effects::WithRun, None),
     };
     let held = HeldTransaction {
         object: Some(object),
@@ -176,6 +161,19 @@ pub(super) async fn run_sql_with_run(
     }
 }
 
+/// A pooled connection of the task's database, within the run's deadline and cancellation;
+/// the outcome to record when there is none.
+async fn connection(
+    ctx: &TaskContext<'_>,
+    limits: &Limits,
+) -> Result<(deadpool_postgres::Object, Tls), TaskOutcome> {
+    match limits.bounded(ctx.databases.get(ctx.database)).await {
+        Err(interrupt) => Err(limits.outcome(interrupt, String::new())),
+        Ok(Err(e)) => Err(TaskOutcome::failed(e.to_string(), String::new())),
+        Ok(Ok(got)) => Ok(got),
+    }
+}
+
 /// Errors of SQL that PostgreSQL runs only outside a transaction block.
 fn refused_in_transaction(code: Option<&SqlState>) -> bool {
     matches!(code, Some(c) if *c == SqlState::ACTIVE_SQL_TRANSACTION
@@ -197,10 +195,9 @@ pub(super) async fn run_sql_pooled(
     ctx: &TaskContext<'_>,
     limits: &Limits,
 ) -> TaskOutcome {
-    let (object, tls) = match limits.bounded(ctx.databases.get(ctx.database)).await {
-        Err(interrupt) => return limits.outcome(interrupt, String::new()),
-        Ok(Err(e)) => return TaskOutcome::failed(e.to_string(), String::new()),
-        Ok(Ok(got)) => got,
+    let (object, tls) = match connection(ctx, limits).await {
+        Ok(got) => got,
+        Err(outcome) => return outcome,
     };
     let client: &tokio_postgres::Client = &object;
     let run = execute_sql(client, &tls, sql, ctx.params, limits).await;
